@@ -1,0 +1,1 @@
+"""Analysis: collect run files (polars), statistics (scipy), claims ledger, tables and figures."""

@@ -1,0 +1,1 @@
+"""The methods under test, one module each: block-size schedules, EDBA, growth, K-FAC, LR schedules."""

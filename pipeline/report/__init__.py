@@ -1,0 +1,1 @@
+"""Report: renders report/index.html and report/report.md from the tables and figures."""

@@ -1,0 +1,249 @@
+"""Image-classifier training on a CIFAR (sub)set held as one tensor on the device (no DataLoader).
+
+    ImageData.load(prepared_dir, subset_file, device) -> uint8 subset + test set on the device
+    fit(run, model, optimizer, scheduler, data, policy, loop)   -> one epoch at a time: train_epoch + evaluate
+
+A step: the policy says how many samples to draw; the stream gives that many *global* training indices (a fresh
+permutation of the subset per pass, wrapping, so a batch larger than the subset repeats samples evenly); the leak
+guard maps them to rows of the subset and refuses any index outside it; crop + flip on the whole batch; one
+forward pass; the policy may keep only some rows (EDBA); backward on the mean loss of the kept rows; step.
+The baseline policy keeps every row, so its step is exactly the usual mean cross-entropy step.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .engine import Diverged, Run, check_finite
+
+
+class LeakError(RuntimeError):
+    """A training step asked for a sample outside the run's subset."""
+
+
+# ---- data on the device -------------------------------------------------------------------------------------
+@dataclass
+class ImageData:
+    x: torch.Tensor  # uint8 [n, 3, 32, 32]: the training subset
+    y: torch.Tensor  # int64 [n]
+    global_index: torch.Tensor  # int64 [n]: row i of x is training image global_index[i]
+    local_of: torch.Tensor  # int64 [N_train]: row of a global index in x, -1 when not in the subset
+    test_x: torch.Tensor  # uint8 [m, 3, 32, 32]: only ever used by evaluate()
+    test_y: torch.Tensor
+    mean: torch.Tensor  # [1, 3, 1, 1] per-channel mean of the subset, in [0, 1] units
+    std: torch.Tensor
+    num_classes: int
+
+    @classmethod
+    def load(cls, prepared_dir: Path, subset_file: Path | None, device) -> "ImageData":
+        prepared_dir = Path(prepared_dir)
+        train, test = np.load(prepared_dir / "train.npz"), np.load(prepared_dir / "test.npz")
+        meta = json.loads((prepared_dir / "meta.json").read_text())
+        n_train = len(train["y"])
+        index = np.load(subset_file) if subset_file else np.arange(n_train)
+        if index.min() < 0 or index.max() >= n_train:
+            raise LeakError(f"{subset_file}: indices outside the training set of {n_train} images")
+        to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).to(device)
+        x = to_tensor(train["x"][index])
+        local_of = torch.full((n_train,), -1, dtype=torch.long)
+        local_of[torch.from_numpy(index)] = torch.arange(len(index))
+        pixels = x.float().div(255)
+        return cls(
+            x=x, y=torch.from_numpy(train["y"][index]).long().to(device),
+            global_index=torch.from_numpy(index).long().to(device), local_of=local_of.to(device),
+            test_x=to_tensor(test["x"]), test_y=torch.from_numpy(test["y"]).long().to(device),
+            mean=pixels.mean(dim=(0, 2, 3), keepdim=True), std=pixels.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3),
+            num_classes=len(meta["classes"]),
+        )
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float().div(255) - self.mean) / self.std
+
+    def rows(self, global_idx: torch.Tensor) -> torch.Tensor:
+        """The leak guard: subset rows of global training indices; any index outside the subset is an error."""
+        local = self.local_of[global_idx]
+        if (local < 0).any():
+            bad = global_idx[local < 0][:5].tolist()
+            raise LeakError(f"training step used indices {bad} that are not in the run's subset")
+        return local
+
+
+class IndexStream:
+    """Endless global training indices: a fresh seeded permutation of the subset for each pass, read k at a time."""
+
+    def __init__(self, global_index: torch.Tensor, generator: torch.Generator):
+        self.index, self.generator = global_index.cpu(), generator
+        self.perm, self.pos = torch.randperm(len(self.index), generator=generator), 0
+
+    def take(self, k: int) -> torch.Tensor:
+        out = []
+        while k > 0:
+            if self.pos == len(self.perm):
+                self.perm, self.pos = torch.randperm(len(self.index), generator=self.generator), 0
+            n = min(k, len(self.perm) - self.pos)
+            out.append(self.index[self.perm[self.pos:self.pos + n]])
+            self.pos, k = self.pos + n, k - n
+        return torch.cat(out)
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "pos": self.pos, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm, self.pos = state["perm"], state["pos"]
+        self.generator.set_state(state["generator"])
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (zero-pad 4, crop 32x32) and horizontal flip for a whole batch [B, C, H, W] at once."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (b,), generator=generator).to(x.device)
+    dx = torch.randint(0, 9, (b,), generator=generator).to(x.device)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # [B, 1, H, 1]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))  # [B, W]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]  # [B, 1, 1, W], flipped per sample
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+# ---- batch policies: "which samples and how many this step" ------------------------------------------------------
+class FixedBatch:
+    """The baseline: a fixed batch size, every drawn sample is trained on."""
+
+    def __init__(self, batch_size: int):
+        self.size = batch_size
+
+    def batch_size(self) -> int:
+        return self.size
+
+    def select(self, features, logits, targets):
+        return None  # None = keep every row
+
+    def epoch_stats(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size = state["size"]
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------------
+@dataclass
+class ImageLoop:
+    epochs: int
+    samples_per_epoch: int  # samples drawn per epoch (the subset size, unless an experiment equalises steps)
+    eval_every: int = 1  # evaluate on the test split every k epochs (and always after the last)
+    eval_batch: int = 500
+    augment: bool = True
+    clip_grad_norm: float | None = None
+    forward_flops: int = 0  # forward FLOPs of one sample; training counts forward + 2x forward for backward
+
+
+def train_epoch(model, optimizer, scheduler, data: ImageData, stream: IndexStream, policy, loop: ImageLoop,
+                aug_gen: torch.Generator, seen: torch.Tensor) -> dict:
+    """One epoch; returns its train loss, samples trained on and FLOPs. `scheduler` steps once per step."""
+    model.train()
+    drawn = steps = trained = 0
+    flops, loss_sum = 0, torch.zeros((), device=data.x.device)
+    while drawn < loop.samples_per_epoch:
+        batch = policy.batch_size()
+        rows = data.rows(stream.take(batch).to(data.x.device))  # leak guard: rows of the subset only
+        x = data.normalize(data.x[rows])
+        x = augment(x, aug_gen) if loop.augment else x
+        features = model.features(x)  # one forward pass over the whole batch
+        logits = model.head(features)
+        losses = F.cross_entropy(logits, data.y[rows], reduction="none")
+        keep = policy.select(features.detach(), logits.detach(), data.y[rows])  # None: keep all
+        loss = losses.mean() if keep is None else losses[keep].mean()
+        check_finite(loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # gradients of the kept rows only
+        if loop.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), loop.clip_grad_norm)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()  # schedules are per step
+        kept_rows = rows if keep is None else rows[keep]
+        seen[kept_rows] = True
+        loss_sum += loss.detach()
+        flops += loop.forward_flops * (batch + 2 * len(kept_rows))
+        drawn, steps, trained = drawn + batch, steps + 1, trained + len(kept_rows)
+    return {"train_loss": (loss_sum / steps).item(), "steps": steps, "trained": trained, "flops": flops,
+            "batch_size": policy.batch_size()}
+
+
+@torch.no_grad()
+def evaluate(model, data: ImageData, batch: int = 500) -> dict:
+    """Accuracy (fraction) and mean loss on the test split, every test image exactly once."""
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(data.test_y), batch):
+        logits = model(data.normalize(data.test_x[i:i + batch]))
+        y = data.test_y[i:i + batch]
+        correct += (logits.argmax(1) == y).sum().item()
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+    return {"test_acc": correct / len(data.test_y), "test_loss": loss / len(data.test_y)}
+
+
+def fit(run: Run, model, optimizer, scheduler, data: ImageData, policy, loop: ImageLoop, seed_gens: dict) -> None:
+    """Train for loop.epochs, evaluating every loop.eval_every epochs, checkpointing every epoch."""
+    stream = IndexStream(data.global_index, seed_gens["data_order"])
+    aug_gen = seed_gens["augment"]
+    seen = torch.zeros(len(data.y), dtype=torch.bool, device=data.x.device)
+    objects = {"model": model, "optimizer": optimizer, "stream": stream, "policy": policy,
+               "augment": _GeneratorState(aug_gen), "seen": _TensorState(seen)}
+    if scheduler is not None:
+        objects["scheduler"] = scheduler
+    run.resume(objects)
+    totals = {"samples": 0, "flops": 0}
+    if run.history:
+        totals = {k: run.history[-1][k] for k in totals}
+    while not run.done and run.epoch < loop.epochs:
+        try:
+            with run.training():
+                stats = train_epoch(model, optimizer, scheduler, data, stream, policy, loop, aug_gen, seen)
+        except Diverged as err:
+            run.mark_diverged(str(err), objects)
+            break
+        totals = {"samples": totals["samples"] + stats["trained"], "flops": totals["flops"] + stats["flops"]}
+        last = run.epoch + 1 == loop.epochs
+        evaluated = evaluate(model, data, loop.eval_batch) if last or (run.epoch + 1) % loop.eval_every == 0 else {}
+        row = {"train_loss": stats["train_loss"], **evaluated, "lr": optimizer.param_groups[0]["lr"],
+               "batch_size": stats["batch_size"], "steps": stats["steps"], **policy.epoch_stats(), **totals}
+        run.end_epoch(row, objects, done=last)
+    run.distinct_samples = int(seen.sum().item())
+
+
+class _GeneratorState:
+    """Adapts a torch.Generator to the state_dict protocol of the checkpoint."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self):
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["state"])
+
+
+class _TensorState:
+    """Adapts a tensor updated in place (e.g. the seen-samples mask) to the state_dict protocol."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    def state_dict(self):
+        return {"tensor": self.tensor.cpu()}
+
+    def load_state_dict(self, state):
+        self.tensor.copy_(state["tensor"])

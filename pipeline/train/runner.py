@@ -1,0 +1,50 @@
+"""Start a run safely: refuse to overwrite finished results of another config, and check the data's kind.
+
+Experiment modules call `start_run(...)` and then a loop's `fit(...)`; `finish_run(...)` writes the run files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .engine import Run, RunSpec, environment
+from ..seeding import generator, seed_global
+
+
+class RunConflict(RuntimeError):
+    """The run directory holds finished results of a different configuration."""
+
+
+def start_run(spec: RunSpec, run_dir: Path, checkpoint_root: Path, device, log=print) -> Run:
+    """A Run for `spec`, with the global RNG seeded; checkpoints go to <root>/<exp>/<variant>/seed<k>/."""
+    run_dir = Path(run_dir)
+    existing = run_dir / "config.json"
+    if existing.exists():
+        old = json.loads(existing.read_text()).get("config_hash")
+        if old != spec.config_hash():
+            raise RunConflict(f"{run_dir}: holds a finished run of another config ({old}); move it away first")
+    seed_global(spec.seed)
+    ckpt = Path(checkpoint_root) / spec.experiment / spec.variant / f"seed{spec.seed}"
+    return Run(spec, run_dir, ckpt, device, log=log)
+
+
+def finish_run(run: Run) -> dict:
+    return run.finish(environment(run.device))
+
+
+def seed_generators(seed: int, purposes: tuple[str, ...] = ("data_order", "augment", "method")) -> dict:
+    """One CPU torch.Generator per purpose, derived from (seed, purpose)."""
+    return {p: generator(seed, p) for p in purposes}
+
+
+def check_data_kind(prepared_dir: Path, synthetic: bool) -> dict:
+    """meta.json of a prepared dataset; a synthetic/real mismatch with the profile is a one-line error."""
+    meta_file = Path(prepared_dir) / "meta.json"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{meta_file}: missing; run `python -m pipeline prepare` for this dataset first")
+    meta = json.loads(meta_file.read_text())
+    if bool(meta.get("synthetic")) != synthetic:
+        kind = "synthetic" if meta.get("synthetic") else "real"
+        raise RuntimeError(f"{prepared_dir} holds {kind} data but the profile wants "
+                           f"{'synthetic' if synthetic else 'real'} data; rerun the prepare stage")
+    return meta

@@ -1,0 +1,119 @@
+"""params.yaml validation: every kind of bad input stops with one line that names the key path."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline import config
+
+
+def error_for(raw: dict, profile: str | None = None) -> str:
+    with pytest.raises(config.ConfigError) as info:
+        config.validate(raw, profile)
+    message = str(info.value)
+    assert "\n" not in message, "errors are one line"
+    return message
+
+
+def test_repository_params_are_valid_in_every_profile(raw_params):
+    for profile in config.PROFILES:
+        p = config.validate(raw_params, profile)
+        assert p.profile == profile
+        assert p.synthetic == (profile == "smoke")
+
+
+def test_grid_is_identical_in_every_profile(raw_params):
+    grids = {prof: {e: config.validate(raw_params, prof).variants(e) for e in config.EXPERIMENTS}
+             for prof in config.PROFILES}
+    assert grids["smoke"] == grids["quick"] == grids["paper"]
+
+
+def test_unknown_top_level_key(raw_params):
+    raw_params["seedz"] = [0]
+    assert "seedz: unknown key" in error_for(raw_params)
+
+
+def test_unknown_nested_key(raw_params):
+    raw_params["data"]["synthetic"]["images"]["colour"] = 3
+    assert "data.synthetic.images.colour: unknown key" in error_for(raw_params)
+
+
+def test_wrong_type(raw_params):
+    raw_params["data"]["synthetic"]["text"]["train_tokens"] = "many"
+    assert "data.synthetic.text.train_tokens" in error_for(raw_params)
+
+
+def test_zero_samples(raw_params):
+    raw_params["data"]["synthetic"]["images"]["train_per_class"] = 0
+    assert "data.synthetic.images.train_per_class: Input should be greater than 0" in error_for(raw_params)
+
+
+def test_impossible_subset_size(raw_params):
+    raw_params["data"]["datasets"]["cifar10"]["subsets"]["p1"] = 0
+    assert "data.datasets.cifar10.subsets" in error_for(raw_params)
+
+
+def test_profile_that_does_not_exist(raw_params):
+    raw_params["profile"] = "fast"
+    assert error_for(raw_params).startswith("profile: 'fast' is not one of")
+
+
+def test_empty_seed_list(raw_params):
+    raw_params["seeds"] = []
+    assert "seeds: List should have at least 1 item" in error_for(raw_params)
+
+
+def test_duplicate_seeds(raw_params):
+    raw_params["seeds"] = [0, 1, 1]
+    assert "seeds" in error_for(raw_params)
+
+
+def test_negative_seed(raw_params):
+    raw_params["seeds"] = [0, -1]
+    assert "seeds.1" in error_for(raw_params)
+
+
+def test_bad_checksum_format(raw_params):
+    raw_params["data"]["sources"]["ptb.train.txt"]["hash"] = "sha256:abc"
+    assert "data.sources.ptb.train.txt.hash" in error_for(raw_params)
+
+
+def test_dataset_file_not_a_source(raw_params):
+    raw_params["data"]["datasets"]["ptb"]["files"]["train"] = "missing.txt"
+    assert "missing.txt" in error_for(raw_params)
+
+
+def test_profile_override_for_unknown_profile(raw_params):
+    raw_params["block_size"]["profiles"] = {"huge": {}}
+    assert "block_size.profiles.huge" in error_for(raw_params)
+
+
+def test_profile_override_with_unknown_key(raw_params):
+    raw_params["block_size"].setdefault("profiles", {}).setdefault("smoke", {})["no_such_key"] = 1
+    assert "block_size.no_such_key: unknown key [profile smoke]" in error_for(raw_params, "smoke")
+
+
+def test_unknown_variant_and_seed(raw_params):
+    p = config.validate(raw_params)
+    with pytest.raises(config.ConfigError, match="unknown variant 'nope'"):
+        p.check_variant("block_size", "nope")
+    with pytest.raises(config.ConfigError, match=r"seeds \[99\]"):
+        p.check_seeds([99])
+
+
+def test_cli_and_snakemake_refuse_bad_params(raw_params, tmp_path, root):
+    raw_params["seeds"] = []
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw_params))
+    cli = subprocess.run([sys.executable, "-m", "pipeline", "check", "--params", str(bad)],
+                         capture_output=True, text=True, cwd=root)
+    assert cli.returncode == 2
+    lines = cli.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: seeds: List should have at least 1 item")
+    snake = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)],
+                           capture_output=True, text=True, cwd=root)
+    assert snake.returncode != 0
+    assert "seeds: List should have at least 1 item" in snake.stdout + snake.stderr

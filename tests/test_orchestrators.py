@@ -1,0 +1,64 @@
+"""Snakefile and dvc.yaml are two shells over the same stages: same commands, same outputs, same data inputs."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+from pipeline import config, dag
+
+
+def snakemake_jobs(root) -> dict[str, dict]:
+    """Every job of a forced dry run: output -> {"rule", "cmd", "inputs"} (log redirection stripped)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # job info (stderr) and commands (stdout) stay in order
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=root, env=env)
+    assert out.returncode == 0, out.stdout
+    jobs, current = {}, None
+    for line in out.stdout.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):", line):
+            current = {"rule": m.group(1), "inputs": [], "outputs": []}
+        elif current and (m := re.match(r"^\s+input: (.*)", line)):
+            current["inputs"] = [s.strip() for s in m.group(1).split(",")]
+        elif current and (m := re.match(r"^\s+output: (.*)", line)):
+            current["outputs"] = [s.strip() for s in m.group(1).split(",")]
+        elif current and line.startswith("Shell command: ") and current["outputs"]:  # not the target rule `all`
+            cmd = re.sub(r"\s*> \S+ 2>&1$", "", line[len("Shell command: "):])
+            jobs[current["outputs"][0]] = {**current, "cmd": cmd}
+            current = None
+    return jobs
+
+
+def test_dvc_yaml_is_generated_from_the_stage_list(root, raw_params):
+    committed = yaml.safe_load((root / "dvc.yaml").read_text())
+    for profile in config.PROFILES:  # the DAG does not depend on the profile
+        assert committed == dag.dvc_yaml(config.validate(raw_params, profile)), \
+            "dvc.yaml is stale: run `python -m pipeline dvc-yaml`"
+
+
+def test_snakemake_and_dvc_declare_the_same_stages(root):
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    jobs = snakemake_jobs(root)
+    dvc_by_out = {s["outs"][0]: s for s in stages.values()}
+    assert set(jobs) == set(dvc_by_out), "the two orchestrators produce different outputs"
+    for out, stage in dvc_by_out.items():
+        job = jobs[out]
+        assert job["cmd"] == stage["cmd"], out
+        data_deps = {d for d in stage.get("deps", []) if not d.startswith("pipeline")}
+        assert data_deps == set(job["inputs"]) - {""}, out
+
+
+def test_dvc_sees_the_dag(root):
+    out = subprocess.run([sys.executable, "-m", "dvc", "dag", "--dot"], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    for name in stages:
+        assert name in out.stdout
+
+
+def test_snakemake_lint(root):
+    out = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -1,0 +1,80 @@
+"""MLflow sync: every run exactly once, also when 16 jobs sync at the same time; a rerun adds nothing."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import config
+
+SYNC_ONE = """
+import sys
+from pathlib import Path
+from pipeline.tracking import sync_runs
+uri, run_dir = sys.argv[1], Path(sys.argv[2])
+sync_runs(uri, "concurrency", [(f"concurrency/{run_dir.parent.name}/{run_dir.name}", run_dir)])
+"""
+
+
+def fake_run(root, variant, seed, final=0.5):
+    d = root / variant / f"seed{seed}"
+    d.mkdir(parents=True)
+    metrics = {"experiment": "concurrency", "variant": variant, "seed": seed, "profile": "smoke", "method": variant,
+               "dataset": "toy", "subset": None, "metric": "test_acc", "mode": "max", "final": final, "best": final,
+               "diverged": False, "train_seconds": 1.0, "extra": {"kept": 0.5}}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "history.csv").write_text("epoch,train_loss,test_acc\n1,2.0,0.3\n2,1.5,%s\n" % final)
+    (d / "config.json").write_text(json.dumps({"run": {"config": {"lr": 0.1, "model": {"depth": 20}}},
+                                               "environment": {"git_commit": "abc"}}))
+    return d
+
+
+def runs_in(uri, experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+def test_sixteen_concurrent_jobs_each_appear_exactly_once(tmp_path, root):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    dirs = [fake_run(tmp_path / "runs", f"v{i % 4}", i) for i in range(16)]
+    procs = [subprocess.Popen([sys.executable, "-c", SYNC_ONE, uri, str(d)], cwd=root) for d in dirs]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 16
+    runs = runs_in(uri, "concurrency")
+    keys = sorted(r.data.tags["harness.run_key"] for r in runs)
+    assert keys == sorted(f"concurrency/{d.parent.name}/{d.name}" for d in dirs)
+    one = next(r for r in runs if r.data.tags["harness.run_key"].endswith("v1/seed5"))
+    assert one.data.params["model.depth"] == "20" and one.data.tags["seed"] == "5"
+    assert one.data.metrics["test_acc"] == 0.5
+
+
+def test_rerun_adds_nothing_and_changed_files_replace_the_run(tmp_path, raw_params, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = config.validate(raw_params)
+    from pipeline.tracking import sync_experiment
+
+    for seed in range(3):
+        fake_run(tmp_path / "runs", "a", seed)
+    first = sync_experiment(params, "concurrency", tmp_path / "runs", tmp_path / "receipt.json")
+    again = sync_experiment(params, "concurrency", tmp_path / "runs", tmp_path / "receipt.json")
+    assert [r["run_id"] for r in again] == [r["run_id"] for r in first] and not any(r["new"] for r in again)
+    assert len(runs_in(params.tracking.uri or f"sqlite:///{tmp_path / 'mlflow.db'}", "concurrency")) == 3
+    (tmp_path / "runs" / "a" / "seed1" / "history.csv").write_text("epoch,train_loss,test_acc\n1,2.0,0.9\n")
+    third = sync_experiment(params, "concurrency", tmp_path / "runs", tmp_path / "receipt.json")
+    assert [r["new"] for r in third] == [False, True, False]
+    runs = runs_in(f"sqlite:///{tmp_path / 'mlflow.db'}", "concurrency")
+    assert len(runs) == 3
+    assert json.loads((tmp_path / "receipt.json").read_text())["runs"][1]["run_id"] == third[1]["run_id"]
+
+
+def test_incomplete_run_is_named(tmp_path, raw_params):
+    from pipeline.tracking import run_dirs
+
+    d = fake_run(tmp_path / "runs", "a", 0)
+    (d / "history.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="seed0: incomplete run, missing history.csv"):
+        run_dirs(tmp_path / "runs")

@@ -1,0 +1,55 @@
+# Analysis: collect the run files, statistics and claims, figures, and the report.
+
+
+rule collect:
+    input:
+        all_runs,
+    output:
+        directory("results/tables"),
+    log:
+        "logs/collect.log",
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline collect --runs results/runs --out {output} > {log} 2>&1"
+
+
+rule analyze:
+    input:
+        "results/tables",
+    output:
+        directory("results/analysis"),
+    log:
+        "logs/analyze.log",
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline analyze --tables {input} --out {output} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        "results/tables",
+    output:
+        directory("figures"),
+    log:
+        "logs/figures.log",
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline figures --tables {input} --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        analysis="results/analysis",
+        figures="figures",
+        receipts=receipts,
+    output:
+        directory("report"),
+    log:
+        "logs/report.log",
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline report --analysis {input.analysis} --figures {input.figures} --out {output} > {log} 2>&1"

@@ -1,0 +1,21 @@
+# Input functions of the rules: named, in one place; they ask pipeline.dag, which dvc.yaml is written from.
+
+
+def train_inputs(wildcards):
+    return dag.train_inputs(P, wildcards.experiment, wildcards.variant)
+
+
+def tune_inputs(wildcards):
+    return dag.tune_inputs(P, wildcards.experiment, wildcards.name)
+
+
+def experiment_runs(wildcards):
+    return [dag.run_dir(wildcards.experiment, v) for v in P.variants(wildcards.experiment)]
+
+
+def all_runs(wildcards):
+    return [dag.run_dir(e, v) for e in harness.EXPERIMENTS for v in P.variants(e)]
+
+
+def receipts(wildcards):
+    return [f"{dag.TRACKING}/{e}.json" for e in harness.EXPERIMENTS]
