@@ -115,6 +115,7 @@ def train(experiment: str = typer.Argument(..., help="block_size, edba, growth o
 def tune(experiment: str = typer.Argument(..., help="An experiment with a tuning stage (optimizers)."),
          name: str = typer.Argument(..., help="The tuning job, e.g. an optimizer name."),
          out: Path = typer.Option(..., help="JSON file with the grid, every score and the pick."),
+         checkpoints: Path = typer.Option(Path("results/checkpoints"), help="Checkpoint root (outside the outputs)."),
          device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N."),
          params: Path = PARAMS):
     """Pick a hyperparameter on a validation split held out from the training set (never the test split)."""
@@ -126,7 +127,7 @@ def tune(experiment: str = typer.Argument(..., help="An experiment with a tuning
     from .device import select_device
     from .experiments import module
 
-    module(experiment).tune(p, name, out, select_device(device))
+    module(experiment).tune(p, name, out, select_device(device), checkpoint_root=checkpoints)
 
 
 @app.command()
@@ -155,18 +156,21 @@ def analyze(tables: Path = typer.Option(..., help="The collect stage's directory
             params: Path = PARAMS):
     """Statistics per comparison, the claims ledger with verdicts, and the papers' tables."""
     p = _load(params)
-    from .analysis.stages import analyze as run_analyze
+    from .analysis.tables import analyze as run_analyze
 
     run_analyze(tables, p, out)
 
 
 @app.command()
 def figures(tables: Path = typer.Option(..., help="The collect stage's directory."),
-            out: Path = typer.Option(..., help="Directory for PNG and PDF figures.")):
+            analysis: Path = typer.Option(..., help="The analyze stage's directory (for the claims chart)."),
+            out: Path = typer.Option(..., help="Directory for PNG and PDF figures."),
+            params: Path = PARAMS):
     """Learning curves, traces, accuracy vs training-set size, speed vs accuracy, claims chart."""
+    p = _load(params)
     from .analysis.figures import figures as run_figures
 
-    run_figures(tables, out)
+    run_figures(tables, out, analysis_dir=analysis, profile=p.profile, confidence=p.analysis.confidence)
 
 
 @app.command()

@@ -76,6 +76,8 @@ class Params(Strict):
 
     def check_variant(self, experiment: str, variant: str) -> None:
         names = self.variants(experiment)
+        # reference configurations (runnable by name, not in the grid) where a section defines them
+        names += list(getattr(self.experiment(experiment), "reference_names", list)())
         if variant not in names:
             raise ConfigError(f"{experiment}: unknown variant {variant!r}; known: {', '.join(names)}")
 

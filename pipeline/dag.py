@@ -109,10 +109,10 @@ def stages(params: Params) -> list[Stage]:
                      deps=[f"{CODE}/analysis"] + all_runs, outs=[TABLES]))
     out.append(Stage("analyze", f"python -m pipeline analyze --tables {TABLES} --out {ANALYSIS}",
                      deps=[f"{CODE}/analysis", TABLES], outs=[ANALYSIS], params=["profile", "analysis"]))
-    out.append(Stage("figures", f"python -m pipeline figures --tables {TABLES} --out {FIGURES}",
-                     deps=[f"{CODE}/analysis", TABLES], outs=[FIGURES]))
+    out.append(Stage("figures", f"python -m pipeline figures --tables {TABLES} --analysis {ANALYSIS} --out {FIGURES}",
+                     deps=[f"{CODE}/analysis", TABLES, ANALYSIS], outs=[FIGURES], params=["profile", "analysis"]))
     out.append(Stage("report", f"python -m pipeline report --analysis {ANALYSIS} --figures {FIGURES} --out {REPORT}",
-                     deps=[f"{CODE}/report", ANALYSIS, FIGURES] + receipts, outs=[REPORT], params=["profile"]))
+                     deps=[f"{CODE}/report", ANALYSIS, FIGURES] + receipts, outs=[REPORT], params=["profile", "analysis"]))
     return out
 
 

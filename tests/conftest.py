@@ -21,3 +21,11 @@ def raw_params() -> dict:
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny test models run fastest on one thread (and do not fight over the two cores)."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -29,15 +29,16 @@ rule analyze:
 
 rule figures:
     input:
-        "results/tables",
+        tables="results/tables",
+        analysis="results/analysis",
     output:
-        directory("figures"),
+        report(directory("figures"), patterns=["{name}.png"], category="Figures"),
     log:
         "logs/figures.log",
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline figures --tables {input} --out {output} > {log} 2>&1"
+        "python -m pipeline figures --tables {input.tables} --analysis {input.analysis} --out {output} > {log} 2>&1"
 
 
 rule report:

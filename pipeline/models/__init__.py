@@ -1,1 +1,33 @@
-"""Models: LSTM language model, PreResNet, ResNet-20/18 and VGG-11 for CIFAR (width-configurable)."""
+"""Models: LSTM language model, PreResNet, ResNet-20/18 and VGG-11 for CIFAR (width-configurable).
+
+    build_model("resnet20", 10, widths=(8, 16, 32), generator=g)   the one registry of image models by name
+    build_model("vgg11", 100, width_fraction=0.25)                 a fraction of full width, rounded as growth rounds
+
+Imports are inside the function so that `import pipeline.models.<x>` stays as light as the module it names.
+"""
+from __future__ import annotations
+
+IMAGE_MODELS = ("preresnet<6n+2>", "resnet20", "resnet18", "vgg11")
+
+
+def build_model(name: str, num_classes: int, widths=None, generator=None, width_fraction: float | None = None):
+    """An image classifier with features()/head by name: preresnet<depth> (e.g. preresnet56), resnet20, resnet18,
+    vgg11; at `widths` (default: the model's own), or at `width_fraction` of its default widths rounded to pairs
+    (pipeline.methods.growth.scaled_widths). `generator` seeds the initialisation (None: torch's global RNG)."""
+    from . import preresnet, resnet, vgg
+
+    builders = {"resnet20": resnet.ResNet20, "resnet18": resnet.ResNet18, "vgg11": vgg.VGG11}
+    depth = name[len("preresnet"):] if name.startswith("preresnet") else None
+    if name not in builders and not (depth and depth.isdigit()):
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(IMAGE_MODELS)}")
+    if widths is not None and width_fraction is not None:
+        raise ValueError(f"build_model {name!r}: give widths or width_fraction, not both")
+    if width_fraction is not None:
+        from ..methods.growth import scaled_widths
+
+        default = preresnet.DEFAULT_WIDTHS if depth else builders[name].DEFAULT_WIDTHS
+        widths = scaled_widths(default, width_fraction)
+    if depth:
+        kwargs = {} if widths is None else {"widths": tuple(widths)}
+        return preresnet.preresnet(int(depth), num_classes, generator=generator, **kwargs)
+    return builders[name](num_classes, None if widths is None else tuple(widths), generator=generator)

@@ -5,9 +5,16 @@
 
 A step: the policy says how many samples to draw; the stream gives that many *global* training indices (a fresh
 permutation of the subset per pass, wrapping, so a batch larger than the subset repeats samples evenly); the leak
-guard maps them to rows of the subset and refuses any index outside it; crop + flip on the whole batch; one
-forward pass; the policy may keep only some rows (EDBA); backward on the mean loss of the kept rows; step.
-The baseline policy keeps every row, so its step is exactly the usual mean cross-entropy step.
+guard maps them to rows of the subset and refuses any index outside it; crop + flip on the whole batch; the
+policy computes the step's loss (the baseline: mean cross-entropy of one forward pass over the batch; EDBA:
+selects the rows to keep and returns their loss); backward; clip; step.
+
+A batch policy ("which samples and how many this step") has:
+    batch_size() -> int                 samples to draw for the next step
+    loss(model, x, y) -> (loss, rows, forward_passes)
+                                        rows: kept rows of the batch (None = all); forward_passes: the step's cost
+                                        in single-sample forward passes (backward = 2 forwards), for the FLOPs count
+    epoch_stats() -> dict               extra history columns; state_dict() / load_state_dict() for resume
 """
 from __future__ import annotations
 
@@ -123,8 +130,9 @@ class FixedBatch:
     def batch_size(self) -> int:
         return self.size
 
-    def select(self, features, logits, targets):
-        return None  # None = keep every row
+    def loss(self, model, x, y):
+        """Mean cross-entropy over the whole batch: forward (1) + backward (2) forward-pass equivalents per sample."""
+        return F.cross_entropy(model(x), y), None, 3 * len(y)
 
     def epoch_stats(self) -> dict:
         return {}
@@ -145,7 +153,7 @@ class ImageLoop:
     eval_batch: int = 500
     augment: bool = True
     clip_grad_norm: float | None = None
-    forward_flops: int = 0  # forward FLOPs of one sample; training counts forward + 2x forward for backward
+    forward_flops: int = 0  # forward FLOPs of one sample; a step costs forward_flops x the policy's forward passes
 
 
 def train_epoch(model, optimizer, scheduler, data: ImageData, stream: IndexStream, policy, loop: ImageLoop,
@@ -159,11 +167,7 @@ def train_epoch(model, optimizer, scheduler, data: ImageData, stream: IndexStrea
         rows = data.rows(stream.take(batch).to(data.x.device))  # leak guard: rows of the subset only
         x = data.normalize(data.x[rows])
         x = augment(x, aug_gen) if loop.augment else x
-        features = model.features(x)  # one forward pass over the whole batch
-        logits = model.head(features)
-        losses = F.cross_entropy(logits, data.y[rows], reduction="none")
-        keep = policy.select(features.detach(), logits.detach(), data.y[rows])  # None: keep all
-        loss = losses.mean() if keep is None else losses[keep].mean()
+        loss, keep, passes = policy.loss(model, x, data.y[rows])  # forward; EDBA also picks the rows to keep
         check_finite(loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # gradients of the kept rows only
@@ -175,7 +179,7 @@ def train_epoch(model, optimizer, scheduler, data: ImageData, stream: IndexStrea
         kept_rows = rows if keep is None else rows[keep]
         seen[kept_rows] = True
         loss_sum += loss.detach()
-        flops += loop.forward_flops * (batch + 2 * len(kept_rows))
+        flops += loop.forward_flops * passes
         drawn, steps, trained = drawn + batch, steps + 1, trained + len(kept_rows)
     return {"train_loss": (loss_sum / steps).item(), "steps": steps, "trained": trained, "flops": flops,
             "batch_size": policy.batch_size()}

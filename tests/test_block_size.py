@@ -1,0 +1,291 @@
+"""Experiment 1 (adaptive block size): schedules by hand, the section's shape, and the LM loop on tiny token data.
+
+The tiny corpus is a random sparse Markov chain written here (vocab.txt, train/valid/test.npy, meta.json) into a
+temporary data root; the repository's smoke profile supplies every other setting.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from typer.testing import CliRunner
+
+from pipeline import config
+from pipeline.experiments import block_size as experiment
+from pipeline.methods.block_schedule import BlockSchedule, block_size_at, build_schedule, fixed_trace, plateau
+from pipeline.models.lstm_lm import LSTMConfig, LSTMLM
+from pipeline.train import engine, lm
+
+CPU = torch.device("cpu")
+TIMING = ("elapsed_seconds", "tokens_per_s")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is faster and steadier than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------- schedules
+def test_doubling_is_the_papers_schedule():
+    spec = {"kind": "doubling", "b0": 16, "every": 10, "max_block": 256}
+    assert fixed_trace(spec, 50) == [16] * 10 + [32] * 10 + [64] * 10 + [128] * 10 + [256] * 10
+    assert block_size_at(spec, 75, []) == 256  # capped at max_block
+
+
+def test_constant_linear_exponential_by_hand():
+    assert fixed_trace({"kind": "constant", "block": 35}, 3) == [35, 35, 35]
+    linear = {"kind": "linear", "b0": 16, "step": 60, "every": 10, "max_block": 256}
+    assert [block_size_at(linear, t, []) for t in (0, 9, 10, 25, 39, 40, 55)] == [16, 16, 76, 136, 196, 256, 256]
+    exp = {"kind": "exponential", "b0": 10, "factor": 3, "every": 2, "max_block": 100}
+    assert fixed_trace(exp, 8) == [10, 10, 30, 30, 90, 90, 100, 100]
+
+
+def test_plateau_grows_after_patience_bad_epochs_and_reads_only_the_past():
+    losses = [5.0, 4.0, 3.995, 3.99, 3.5, 3.5, 3.5, 3.5, 3.5, 3.5]
+    history = [{"valid_loss": v} for v in losses]
+    settings = dict(b0=16, factor=2, patience=2, delta=0.01, max_block=64)
+    # 4.0 is the best until 3.5; 3.995 and 3.99 do not beat 4.0 - 0.01 -> two bad epochs -> 32 from epoch 4;
+    # 3.5 is a gain; then two bad epochs -> 64 from epoch 7; capped after that
+    expected = [16, 16, 16, 16, 32, 32, 32, 64, 64, 64]
+    assert [plateau(t, history, **settings) for t in range(10)] == expected
+    assert [plateau(t, history[:t], **settings) for t in range(10)] == expected  # only history[:epoch] matters
+    schedule = build_schedule({"kind": "plateau", **settings})
+    assert schedule.block_size(7, history) == schedule.block_size(7, history) == 64  # pure: no hidden state
+
+
+def test_bad_schedule_fails_with_its_name():
+    with pytest.raises(ValueError, match="'halving' is unknown"):
+        BlockSchedule("halving")
+    with pytest.raises(ValueError, match="needs a 'kind'"):
+        build_schedule({"block": 3})
+
+
+# ---------------------------------------------------------------------------------------------- the section
+def test_section_resolves_variants_and_keeps_references_out_of_the_grid(raw_params):
+    for profile in config.PROFILES:
+        p = config.validate(raw_params, profile)
+        s = p.block_size
+        assert s.variant_names() == ["fixed16", "doubling", "fixed256", "linear", "plateau", "doubling_sum"]
+        assert "zaremba_small" in s.reference_names() and "zaremba_small" not in p.variants("block_size")
+        p.check_variant("block_size", "zaremba_small")  # runnable by name
+        doubling = s.resolve("doubling").schedule
+        assert (doubling.b0, doubling.every, doubling.max_block) == (s.schedule_defaults.b0,
+                                                                     s.schedule_defaults.every,
+                                                                     s.schedule_defaults.max_block)
+        assert s.resolve("doubling_sum").train.loss_reduction == "sum_over_block"
+        assert s.resolve("doubling").train.loss_reduction == "mean"
+        z = s.resolve("zaremba_small")  # the same in every profile
+        assert (z.model.hidden_size, z.train.batch_size, z.train.epochs, z.schedule.block) == (200, 20, 13, 20)
+    paper = config.validate(raw_params, "paper").block_size.resolve("doubling")
+    assert fixed_trace(paper.schedule.model_dump(), paper.train.epochs)[::10] == [16, 32, 64, 128, 256]
+    assert (paper.model.hidden_size, paper.model.num_layers, paper.train.lr, paper.train.batch_size) == (650, 2, 0.01, 64)
+
+
+def test_bad_variant_override_is_one_line_naming_the_key(raw_params):
+    raw_params["block_size"]["variants"]["linear"]["train"] = {"lr_typo": 1}
+    with pytest.raises(config.ConfigError, match=r"variants\.linear: train\.lr_typo: unknown key"):
+        config.validate(raw_params, "paper")
+
+
+def test_b0_above_max_block_is_rejected(raw_params):
+    raw_params["block_size"]["schedule_defaults"]["b0"] = 512
+    with pytest.raises(config.ConfigError, match="b0 512 exceeds max_block 256"):
+        config.validate(raw_params, "paper")
+
+
+def test_zaremba_lr_is_halved_every_epoch_after_the_fourth(raw_params):
+    cfg = config.validate(raw_params, "quick").block_size.resolve("zaremba_small")
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
+    sched = experiment.build_lr_scheduler(cfg.train, opt)
+    lrs = []
+    for _ in range(cfg.train.epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([20.0] * 4 + [20.0 * 0.5 ** k for k in range(1, 10)])
+
+
+# ---------------------------------------------------------------------------------------------- tiny data
+def write_tokens(root, vocab=24, n_train=2400, n_eval=330, seed=0):
+    """A prepared text dataset: a Markov chain where every word has 3 possible successors."""
+    g = np.random.default_rng(seed)
+    nxt = g.integers(0, vocab, size=(vocab, 3))
+    def walk(n):
+        out = np.empty(n, dtype=np.int64)
+        out[0] = 0
+        for i in range(1, n):
+            out[i] = nxt[out[i - 1], g.integers(3)]
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.txt").write_text("".join(f"w{i}\n" for i in range(vocab)))
+    for split, n in (("train", n_train), ("valid", n_eval), ("test", n_eval)):
+        np.save(root / f"{split}.npy", walk(n))
+    (root / "meta.json").write_text(json.dumps({"synthetic": True, "vocab_size": vocab}))
+    return root
+
+
+def tiny_raw(raw_params, tmp_path, **train):
+    raw_params["data"]["root"] = str(tmp_path / "data")
+    smoke = raw_params["block_size"].setdefault("profiles", {}).setdefault("smoke", {})
+    smoke["model"] = {**smoke.get("model", {}), "dropout": 0.2}  # dropout on: its RNG must resume too
+    smoke["train"] = {**smoke.get("train", {}), "epochs": 3, "batch_size": 8, **train}
+    write_tokens(tmp_path / "data" / "prepared" / "ptb")
+    return raw_params
+
+
+def tiny_params(raw_params, tmp_path, **train):
+    return config.validate(tiny_raw(raw_params, tmp_path, **train), "smoke")
+
+
+def history(run_dir):
+    with open(run_dir / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_each_epoch_uses_the_schedules_block(raw_params, tmp_path):
+    smoke = raw_params["block_size"]["profiles"]["smoke"]
+    smoke["variants"]["plateau"] = {"schedule": {"patience": 1, "delta": 100.0}}  # every epoch after the first is "bad"
+    p = tiny_params(raw_params, tmp_path)
+    for variant in ("doubling", "linear", "fixed16", "plateau"):
+        run_dir = tmp_path / "runs" / variant
+        metrics = experiment.train(p, variant, 0, run_dir, tmp_path / "ckpt", CPU)
+        rows = history(run_dir)
+        used = [int(r["block_size"]) for r in rows]
+        spec = p.block_size.resolve(variant).schedule.model_dump()
+        past = [{"valid_loss": float(r["valid_loss"])} for r in rows]
+        assert used == [block_size_at(spec, t, past[:t]) for t in range(len(rows))]
+        if variant != "plateau":
+            assert used == fixed_trace(spec, 3)
+        assert metrics["extra"]["largest_block"] == max(used) and metrics["metric"] == "test_ppl"
+        assert float(rows[-1]["test_ppl"]) == metrics["final"] and rows[0]["test_ppl"] == ""
+    assert used == [16, 16, 32]  # plateau: the first epoch sets the best loss, the second is bad -> grow
+
+
+def test_killed_run_resumes_bit_identical(raw_params, tmp_path, monkeypatch):
+    p = tiny_params(raw_params, tmp_path)
+    reference = experiment.train(p, "doubling", 3, tmp_path / "a", tmp_path / "ckpt_a", CPU)
+    real_end_epoch = engine.Run.end_epoch
+
+    def end_epoch_then_die(self, row, objects, done=False):
+        real_end_epoch(self, row, objects, done)
+        if self.epoch == 2:
+            raise KeyboardInterrupt("killed after epoch 2's checkpoint")
+
+    monkeypatch.setattr(engine.Run, "end_epoch", end_epoch_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.train(p, "doubling", 3, tmp_path / "b", tmp_path / "ckpt_b", CPU)
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    monkeypatch.setattr(engine.Run, "end_epoch", real_end_epoch)
+    resumed = experiment.train(p, "doubling", 3, tmp_path / "b", tmp_path / "ckpt_b", CPU)
+    timing = {"train_seconds", "seconds_to_target"}
+    assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in reference.items() if k not in timing}
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+    assert strip(history(tmp_path / "b")) == strip(history(tmp_path / "a"))
+    other_seed = experiment.train(p, "doubling", 4, tmp_path / "c", tmp_path / "ckpt_c", CPU)
+    assert other_seed["final"] != reference["final"]  # the comparison above is not vacuous
+
+
+def test_planted_nan_gives_diverged_and_exit_0(raw_params, tmp_path, monkeypatch):
+    raw = tiny_raw(raw_params, tmp_path)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    real_ce, calls = F.cross_entropy, []
+
+    def nan_in_the_second_epoch(*args, **kwargs):  # 300 rows / block 16 = 19 training steps per epoch
+        calls.extend([1] if torch.is_grad_enabled() else [])  # count training calls only, not evaluation
+        loss = real_ce(*args, **kwargs)
+        return loss * float("nan") if len(calls) >= 25 else loss
+
+    monkeypatch.delenv("PIPELINE_PROFILE", raising=False)
+    monkeypatch.setattr(lm.F, "cross_entropy", nan_in_the_second_epoch)
+    from pipeline.__main__ import app
+
+    out = tmp_path / "runs" / "fixed16"
+    result = CliRunner().invoke(app, ["train", "block_size", "fixed16", "--seeds", "0", "--out", str(out),
+                                      "--checkpoints", str(tmp_path / "ckpt"), "--device", "cpu",
+                                      "--params", str(params_file)])
+    assert result.exit_code == 0, result.output
+    assert "diverged" in result.output
+    metrics = json.loads((out / "seed0" / "metrics.json").read_text())
+    assert metrics["diverged"] is True and metrics["final"] is None and metrics["epochs"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- the loop itself
+class Spy(nn.Module):
+    """Wraps the LM and records, per forward call, the input block and the hidden state it was given."""
+
+    def __init__(self, inner: LSTMLM):
+        super().__init__()
+        self.inner, self.calls = inner, []
+
+    def init_hidden(self, batch_size):
+        return self.inner.init_hidden(batch_size)
+
+    def forward(self, x, hidden):
+        logits, new = self.inner(x, hidden)
+        self.calls.append({"x": x.clone(), "given": tuple(h.detach().clone() for h in hidden),
+                           "given_grad": any(h.requires_grad for h in hidden),
+                           "returned": tuple(h.detach().clone() for h in new)})
+        return logits, new
+
+
+def tiny_model(vocab=24, seed=0):
+    torch.manual_seed(seed)
+    return LSTMLM(LSTMConfig(vocab_size=vocab, embed_size=8, hidden_size=8, num_layers=2, dropout=0.0))
+
+
+def test_hidden_state_is_carried_across_blocks_and_reset_each_epoch():
+    source = lm.batchify(torch.randint(0, 24, (63,), generator=torch.Generator().manual_seed(0)), 3)  # [21, 3]
+    spy = Spy(tiny_model())
+    opt = torch.optim.SGD(spy.parameters(), lr=0.5)
+    loop = lm.LMLoop(epochs=2, batch_size=3, clip_grad_norm=0.25)
+    for _ in range(2):
+        lm.train_epoch(spy, source, 6, opt, loop)
+    assert len(spy.calls) == 8  # 20 targets per column in blocks of 6, 6, 6, 2; two epochs
+    for epoch in range(2):
+        calls = spy.calls[4 * epoch: 4 * epoch + 4]
+        assert all(torch.count_nonzero(h) == 0 for h in calls[0]["given"])  # reset at the start of the epoch
+        for before, after in zip(calls, calls[1:]):
+            assert all(torch.equal(a, b) for a, b in zip(after["given"], before["returned"]))  # carried
+            assert any(torch.count_nonzero(h) > 0 for h in after["given"])
+        assert not any(c["given_grad"] for c in calls)  # detached: truncated BPTT
+        assert torch.equal(torch.cat([c["x"] for c in calls]), source[:-1])  # every row once, in order
+
+
+@pytest.mark.parametrize("block", [1, 7, 35, 1000])
+def test_evaluation_scores_every_target_token_exactly_once(block):
+    stream = torch.randint(0, 24, (333,), generator=torch.Generator().manual_seed(1))
+    source = lm.batchify(stream, 10)  # [33, 10]: 3 tokens dropped, the first row is never a target
+    spy = Spy(tiny_model())
+    result = lm.evaluate(spy, source, block)
+    assert result["tokens"] == 32 * 10 == source[1:].numel()
+    assert torch.equal(torch.cat([c["x"] for c in spy.calls]), source[:-1])
+    with torch.no_grad():  # one forward over the whole stream: the same mean loss whatever the block
+        logits, _ = spy.inner(source[:-1])
+        nll = F.cross_entropy(logits.reshape(-1, 24), source[1:].reshape(-1), reduction="mean").item()
+    assert result["loss"] == pytest.approx(nll, rel=1e-5) and result["ppl"] == pytest.approx(math.exp(nll), rel=1e-5)
+
+
+def test_summed_loss_scales_the_sgd_step_by_the_block():
+    source = lm.batchify(torch.randint(0, 24, (24,), generator=torch.Generator().manual_seed(2)), 2)  # [12, 2]
+    steps = {}
+    for reduction in ("mean", "sum_over_block"):
+        model = tiny_model(seed=5)
+        before = [p.detach().clone() for p in model.parameters()]
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        lm.train_epoch(model, source, 11, opt, lm.LMLoop(epochs=1, batch_size=2, clip_grad_norm=None,
+                                                         loss_reduction=reduction))  # one block of 11 steps
+        steps[reduction] = [p.detach() - b for p, b in zip(model.parameters(), before)]
+    for mean_step, sum_step in zip(steps["mean"], steps["sum_over_block"]):
+        assert torch.allclose(sum_step, 11 * mean_step, rtol=1e-4, atol=1e-7)

@@ -1,0 +1,285 @@
+"""Experiment 2 (EDBA on CIFAR subsets): the grid, the schema, end-to-end runs of both methods on tiny generated
+images, batch bounds, the leak guards (subset-only training indices, test-only evaluation, distinct samples), the
+baseline's independence from EDBA code, and resume."""
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline import config
+from pipeline.experiments import edba as experiment
+from pipeline.train import engine, image
+
+CLASSES = 10
+N_TRAIN, N_TEST = 60, 20  # per dataset; every image different (random pixels)
+SUBSETS = {"full": N_TRAIN, "p10": 20, "p1": 10, "n100": 30}  # names of params.yaml's cifar10 subsets
+SEEDS = (0, 1)
+
+
+# ---- tiny data in a tmp root, laid out like the pipeline's prepare/subsets stages -----------------------------
+def write_dataset(root: Path, name: str, classes: int, gen: np.random.Generator) -> None:
+    prepared = root / "prepared" / name
+    prepared.mkdir(parents=True)
+    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
+        np.savez(prepared / f"{split}.npz", x=gen.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                 y=(np.arange(n) % classes).astype(np.int64))
+    meta = {"dataset": name, "kind": name, "synthetic": True, "source": "test",
+            "classes": [f"class{c}" for c in range(classes)]}
+    (prepared / "meta.json").write_text(json.dumps(meta))
+    for seed in SEEDS:
+        out = root / "subsets" / name / f"seed{seed}"
+        out.mkdir(parents=True)
+        for subset, k in SUBSETS.items():
+            index = np.sort(np.random.default_rng(seed).permutation(N_TRAIN)[:k]).astype(np.int64)
+            np.save(out / f"{subset}.npy", index)
+
+
+@pytest.fixture
+def data_root(tmp_path) -> Path:
+    gen = np.random.default_rng(0)
+    write_dataset(tmp_path / "data", "cifar10", CLASSES, gen)
+    write_dataset(tmp_path / "data", "cifar100", 100, gen)
+    return tmp_path / "data"
+
+
+def make_params(raw: dict, root: Path, **smoke):
+    """params.yaml with data.root at `root` and the smoke profile's edba overrides updated by `smoke`."""
+    raw = copy.deepcopy(raw)
+    raw["data"]["root"] = str(root)
+    overrides = raw["edba"]["profiles"]["smoke"]
+    overrides["train"] = {**overrides.get("train", {}), "samples_per_epoch": 60, "epochs": 2, "eval_every": 1,
+                          **smoke.pop("train", {})}
+    overrides["method"] = {**overrides.get("method", {}), **smoke.pop("method", {})}
+    return config.validate(raw, "smoke")
+
+
+def train(params, variant, tmp: Path, seed: int = 0, name: str = "run") -> dict:
+    return experiment.train(params, variant, seed, tmp / name / variant / f"seed{seed}", tmp / f"ckpt-{name}",
+                            torch.device("cpu"))
+
+
+def history(tmp: Path, variant: str, seed: int = 0, name: str = "run") -> list[dict]:
+    with open(tmp / name / variant / f"seed{seed}" / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "elapsed_seconds"} for r in rows]
+
+
+# ---- the grid and the schema --------------------------------------------------------------------------------
+def test_grid_is_the_papers_table_in_every_profile(raw_params):
+    grids = {p: config.validate(raw_params, p).variants("edba") for p in config.PROFILES}
+    assert grids["smoke"] == grids["quick"] == grids["paper"] and len(grids["paper"]) == 14
+    assert "edba-cifar10-n100" in grids["paper"] and "baseline-cifar100-n100" not in grids["paper"]
+    params = config.validate(raw_params, "paper")
+    section = params.edba
+    assert experiment.describe(section, "edba-cifar100-p1") == {"method": "edba", "dataset": "cifar100", "subset": "p1"}
+    # claims.yaml's EDBA value claims name exactly these (method, dataset, subset) cells
+    ledger = yaml.safe_load((Path(__file__).parents[1] / "pipeline/analysis/claims.yaml").read_text())
+    cells = {(c["arm"], c["dataset"], c["subset"]) for c in ledger["claims"]
+             if c.get("experiment") == "edba" and c["kind"] == "value"}
+    assert cells == {tuple(experiment.describe(section, v).values()) for v in grids["paper"]}
+    with pytest.raises(ValueError, match="unknown variant 'edba-cifar100-n100'"):
+        section.resolve("edba-cifar100-n100")
+
+
+def test_paper_profile_settings(raw_params):
+    cfg = config.validate(raw_params, "paper").edba.resolve("edba-cifar10-n100")
+    t = cfg.train
+    assert (cfg.model.depth, cfg.model.widths, t.lr, t.momentum, t.nesterov, t.weight_decay, t.batch_size) == \
+        (56, [16, 32, 64], 0.001, 0.9, True, 1e-5, 100)
+    assert (cfg.edba.min_batch, cfg.edba.max_batch, cfg.edba.forward, t.augment) == (10, 1000, "two_pass", True)
+    assert config.validate(raw_params, "paper").edba.resolve("baseline-cifar10-n100").edba is None
+
+
+def test_method_schema_mirrors_edba_config(raw_params):
+    from pipeline.methods.edba import EDBAConfig
+    from pipeline.schemas.edba import Method
+
+    assert set(Method.model_fields) | {"initial_batch"} == {f.name for f in dataclasses.fields(EDBAConfig)}
+    # the paper profile's EDBA settings are EDBAConfig's defaults, whose reasons its docstring gives
+    paper = config.validate(raw_params, "paper").edba
+    assert {**paper.method.model_dump(), "initial_batch": paper.train.batch_size} == dataclasses.asdict(EDBAConfig())
+
+
+def test_samples_per_epoch_readings(raw_params):
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(local_of=torch.zeros(500), y=torch.zeros(40))  # training set of 500, subset of 40
+    section = config.validate(raw_params, "paper").edba
+    readings = {}
+    for setting in ("train_set", "subset", 123):
+        cfg = section.resolve("edba-cifar10-p1")
+        cfg.train = cfg.train.model_copy(update={"samples_per_epoch": setting})
+        readings[setting] = experiment.samples_per_epoch(cfg, data)
+    assert readings == {"train_set": 500, "subset": 40, 123: 123}
+
+
+@pytest.mark.parametrize("path,value,message", [
+    (("train", "batch_size"), 5, "train.batch_size 5"),
+    (("method", "min_batch"), 2000, "min_batch 2000 is above max_batch"),
+    (("methods",), {"base-line": {"policy": "fixed"}}, "may not contain '-'"),
+    (("datasets", "cifar10", "subsets"), ["p1", "p1"], "lists a subset twice"),
+    (("method", "forward"), "one_pass", "edba.method.forward"),
+    (("model", "depth"), 12, "6n\\+2"),
+])
+def test_bad_settings_are_one_line_errors(raw_params, path, value, message):
+    raw = copy.deepcopy(raw_params)
+    node = raw["edba"]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(config.ConfigError, match=message) as err:
+        config.validate(raw, "paper")
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_subset_is_named_before_training(raw_params, data_root, tmp_path):
+    raw = copy.deepcopy(raw_params)
+    raw["data"]["datasets"]["cifar10"]["subsets"].pop("p1")
+    params = make_params(raw, data_root)
+    with pytest.raises(ValueError, match="'p1' is not a subset of cifar10"):
+        train(params, "edba-cifar10-p1", tmp_path)
+    assert not (tmp_path / "ckpt-run").exists()
+
+
+# ---- end to end --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["baseline-cifar10-n100", "edba-cifar10-n100", "edba-cifar100-p10"])
+def test_variant_trains_end_to_end(raw_params, data_root, tmp_path, variant):
+    params = make_params(raw_params, data_root)
+    m = train(params, variant, tmp_path)
+    method, dataset, subset = variant.split("-")
+    assert (m["method"], m["dataset"], m["subset"], m["metric"]) == (method, dataset, subset, "test_acc")
+    assert 0 <= m["final"] <= 1 and m["best"] >= m["final"] and m["epochs"] == 2 and not m["diverged"]
+    assert 0 < m["distinct_samples"] <= m["extra"]["subset_size"] == SUBSETS[subset]
+    assert m["extra"]["samples_per_epoch"] == 60 and m["train_flops"] > 0
+    rows = history(tmp_path, variant)
+    assert len(rows) == 2 and all(r["test_acc"] for r in rows)
+    if method == "baseline":
+        assert {r["batch_size"] for r in rows} == {"100"} and not any(k.startswith("edba_") for k in rows[0])
+        assert m["train_flops"] == 3 * m["extra"]["forward_flops"] * int(rows[-1]["samples"])
+    else:
+        for column in ("edba_batch_mean", "edba_kept_fraction", "edba_margin", "edba_model_metric", "edba_grad_metric"):
+            assert column in rows[0]
+        assert all(0 < float(r["edba_kept_fraction"]) <= 1 and float(r["edba_grad_metric"]) > 0 for r in rows)
+        assert m["extra"]["forward"] == "two_pass"
+
+
+def test_batch_size_stays_within_bounds(raw_params, data_root, tmp_path):
+    params = make_params(raw_params, data_root, train={"samples_per_epoch": 400, "eval_every": 2},
+                         method={"window": 1, "factor": 2.0, "margin_tolerance": 0.0, "min_batch": 10,
+                                 "max_batch": 150})
+    train(params, "edba-cifar10-p10", tmp_path)
+    rows = history(tmp_path, "edba-cifar10-p10")
+    lows, highs = [float(r["edba_batch_min"]) for r in rows], [float(r["edba_batch_max"]) for r in rows]
+    assert min(lows) >= 10 and max(highs) <= 150
+    assert all(10 <= int(r["batch_size"]) <= 150 for r in rows)
+    assert set(lows + highs) != {100.0}  # the batch did adapt, so the bounds were exercised
+
+
+# ---- leak guards -----------------------------------------------------------------------------------------------
+def test_leak_guard_fires_on_a_planted_index(raw_params, data_root, tmp_path, monkeypatch):
+    params = make_params(raw_params, data_root)
+    subset = set(np.load(data_root / "subsets/cifar10/seed0/p1.npy").tolist())
+    outside = min(set(range(N_TRAIN)) - subset)
+    take = image.IndexStream.take
+
+    def planted(self, k):  # the stream's indices with one training image from outside the subset
+        idx = take(self, k).clone()
+        idx[0] = outside
+        return idx
+
+    monkeypatch.setattr(image.IndexStream, "take", planted)
+    for variant in ("edba-cifar10-p1", "baseline-cifar10-p1"):
+        with pytest.raises(image.LeakError, match=rf"\[{outside}\]"):
+            train(params, variant, tmp_path, name=variant)
+
+
+@pytest.mark.parametrize("variant", ["baseline-cifar10-p10", "edba-cifar10-p10"])
+def test_training_reads_the_subset_and_evaluation_only_the_test_split(raw_params, data_root, tmp_path, monkeypatch,
+                                                                      variant):
+    params = make_params(raw_params, data_root, train={"augment": False})  # unaugmented: inputs match image rows
+    subset = np.load(data_root / "subsets/cifar10/seed0/p10.npy")
+    with np.load(data_root / "prepared/cifar10/train.npz") as f:
+        not_in_subset = np.delete(f["x"], subset, axis=0)
+    drawn, inputs = [], []
+    rows = image.ImageData.rows
+    monkeypatch.setattr(image.ImageData, "rows", lambda self, g: (drawn.append(g.clone()), rows(self, g))[1])
+    fit = image.fit
+
+    def watched_fit(run, model, optimizer, scheduler, data, *rest):
+        assert data.global_index.tolist() == subset.tolist()  # the run's training rows are its subset's
+        model.register_forward_pre_hook(lambda mod, args: inputs.append((mod.training, args[0].detach().clone())))
+        watched_fit.data = data
+        return fit(run, model, optimizer, scheduler, data, *rest)
+
+    monkeypatch.setattr(image, "fit", watched_fit)
+    m = train(params, variant, tmp_path)
+    data = watched_fit.data
+    assert set(torch.cat(drawn).tolist()) <= set(subset.tolist())  # every index a step drew
+    assert m["distinct_samples"] <= len(subset)
+
+    def matches(batch: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """bool [len(batch)]: row i equals some row of images (both normalised)."""
+        return (batch[:, None] == images[None]).flatten(2).all(2).any(1)
+
+    test = data.normalize(data.test_x)
+    subset_images = data.normalize(data.x)
+    other_train = data.normalize(torch.from_numpy(not_in_subset).permute(0, 3, 1, 2))
+    evaluated = [x for training, x in inputs if not training]
+    trained = [x for training, x in inputs if training]
+    assert evaluated and trained
+    assert sum(len(x) for x in evaluated) == N_TEST * m["epochs"]  # every test image once per evaluation
+    assert all(matches(x, test).all() and not matches(x, subset_images).any() for x in evaluated)
+    assert all(matches(x, subset_images).all() and not matches(x, test).any() and not matches(x, other_train).any()
+               for x in trained)
+
+
+# ---- the baseline is untouched by EDBA; same seed, same run ---------------------------------------------------
+def test_baseline_never_constructs_edba(raw_params, data_root, tmp_path, monkeypatch):
+    import pipeline.methods.edba as method
+
+    params = make_params(raw_params, data_root)
+    reference = train(params, "baseline-cifar10-p10", tmp_path, name="plain")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("EDBA constructed")
+
+    monkeypatch.setattr(method.EDBA, "__init__", refuse)
+    monkeypatch.setattr(method.EDBASampler, "__init__", refuse)
+    again = train(params, "baseline-cifar10-p10", tmp_path, name="patched")
+    assert without_timing(history(tmp_path, "baseline-cifar10-p10", name="patched")) == \
+        without_timing(history(tmp_path, "baseline-cifar10-p10", name="plain"))
+    assert again["final"] == reference["final"] and again["distinct_samples"] == reference["distinct_samples"]
+    with pytest.raises(AssertionError, match="EDBA constructed"):  # the patch does bite where EDBA is used
+        train(params, "edba-cifar10-p10", tmp_path, name="patched")
+
+
+def test_killed_edba_run_resumes_identically(raw_params, data_root, tmp_path, monkeypatch):
+    params = make_params(raw_params, data_root, train={"epochs": 3}, method={"window": 1})
+    train(params, "edba-cifar10-n100", tmp_path, seed=1, name="whole")
+    end_epoch = engine.Run.end_epoch
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_first(self, row, objects, done=False):
+        end_epoch(self, row, objects, done)
+        raise Killed
+
+    monkeypatch.setattr(engine.Run, "end_epoch", killed_after_first)
+    with pytest.raises(Killed):
+        train(params, "edba-cifar10-n100", tmp_path, seed=1, name="killed")
+    monkeypatch.setattr(engine.Run, "end_epoch", end_epoch)
+    train(params, "edba-cifar10-n100", tmp_path, seed=1, name="killed")
+    whole, resumed = (history(tmp_path, "edba-cifar10-n100", 1, n) for n in ("whole", "killed"))
+    assert len(whole) == 3 and without_timing(resumed) == without_timing(whole)

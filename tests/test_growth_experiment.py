@@ -1,0 +1,221 @@
+"""Experiment 3 (growing networks) end to end on tiny generated images: the grid, run files with widths and stages,
+parameter counts per epoch, FLOPs, the optimizer across a growth, and kill-then-rerun bit-identity across growths."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import config
+from pipeline.experiments import growth
+from pipeline.methods.growth import GrowthSchedule, schedule_flops
+from pipeline.models import build_model
+from pipeline.models.flops import conv_linear_flops
+from pipeline.train import engine
+
+MODES = ["fixed_full", "fixed_small", "grow_random", "grow_vt", "grow_vt_lr", "net2net"]
+CLASSES = {"cifar10": 10, "cifar100": 12}  # a small "cifar100" keeps the test fast; the code reads the count
+TIMING = {"train_seconds", "seconds_to_target"}
+
+
+def write_images(root, classes, train_per_class=6, test_per_class=2, seed=0):
+    """Prepared-format images: class c = a bright horizontal band at row 2c (mod 32) plus noise."""
+    g = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        y = np.repeat(np.arange(classes), n).astype(np.int64)
+        x = g.normal(100, 30, size=(len(y), 32, 32, 3))
+        for i, c in enumerate(y):
+            x[i, (2 * c) % 32:(2 * c) % 32 + 3] += 90
+        np.savez(root / f"{split}.npz", x=np.clip(x, 0, 255).astype(np.uint8), y=y)
+    (root / "meta.json").write_text(json.dumps({"classes": [f"c{i}" for i in range(classes)], "synthetic": True}))
+
+
+@pytest.fixture
+def params(raw_params, tmp_path):
+    """The smoke profile pointed at tiny data in tmp, 4 steps of 16 per epoch, test accuracy every epoch."""
+    raw_params["data"]["root"] = str(tmp_path / "data")
+    for ds, k in CLASSES.items():
+        write_images(tmp_path / "data" / "prepared" / ds, k)
+    smoke = raw_params["growth"]["profiles"]["smoke"]
+    smoke["train"].update({"epochs": 4, "batch_size": 16, "samples_per_epoch": 64, "eval_every": 1})
+    smoke["schedule"]["num_growths"] = 3
+    return config.validate(raw_params, "smoke")
+
+
+def run(params, tmp_path, variant, seed=0, name="runs"):
+    return growth.train(params, variant, seed, tmp_path / name / variant / f"seed{seed}", tmp_path / f"{name}_ckpt",
+                        torch.device("cpu"))
+
+
+def history(tmp_path, variant, seed=0, name="runs"):
+    with open(tmp_path / name / variant / f"seed{seed}" / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------------------------- the grid
+def test_grid_is_every_mode_on_every_dataset_with_its_identity(params, raw_params):
+    section = params.growth
+    assert section.variant_names() == [f"{m}-{d}" for m in MODES for d in ("cifar10", "cifar100")]
+    assert growth.describe(section, "grow_vt_lr-cifar100") == {"method": "grow_vt_lr", "dataset": "cifar100",
+                                                               "subset": None}
+    assert section.variant_datasets("net2net-cifar10") == ["cifar10"]
+    fixed, method = section.resolve("fixed_full-cifar10"), section.resolve("grow_vt_lr-cifar100")
+    assert fixed.schedule is None and fixed.method is None and fixed.model == "resnet20"
+    assert method.model == "resnet18" and method.lr_adaptation and method.target.value == 0.02
+    with pytest.raises(ValueError, match="grown-cifar10"):
+        section.split("grown-cifar10")
+    for p in ("quick", "paper"):  # the grid is the same in every profile
+        assert config.validate(raw_params, p).variants("growth") == section.variant_names()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda g: g["modes"]["fixed_full"].update(lr_adaptation=True), "lr_adaptation needs a growing network"),
+    (lambda g: g["modes"].update({"grow-x": {"growth": "random"}}), "may not contain '-'"),
+    (lambda g: g["profiles"]["smoke"]["train"].update(epochs=3), "cannot hold schedule.num_growths"),
+    (lambda g: g["profiles"]["smoke"]["datasets"]["cifar10"].update(full_widths=[8, 16]), "3 width groups"),
+    (lambda g: g["schedule"].update(growth_ratio=1.2), "not both"),
+])
+def test_bad_growth_settings_fail_with_one_line(raw_params, edit, message):
+    edit(raw_params["growth"])
+    with pytest.raises(config.ConfigError, match=message) as err:
+        config.validate(raw_params, "smoke")
+    assert "growth" in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+@pytest.mark.parametrize("variant", [f"{m}-cifar10" for m in MODES] + ["fixed_full-cifar100", "grow_vt_lr-cifar100"])
+def test_variant_trains_and_records_widths_parameters_and_flops(params, tmp_path, variant):
+    metrics = run(params, tmp_path, variant)
+    cfg, rows = params.growth.resolve(variant), history(tmp_path, variant)
+    plan, k = growth.plan_for(cfg), CLASSES[cfg.dataset]
+    assert metrics["method"] == cfg.mode and metrics["dataset"] == cfg.dataset and metrics["subset"] is None
+    assert metrics["epochs"] == 4 and not metrics["diverged"] and len(rows) == 4
+    assert 0 <= metrics["final"] <= 1 and metrics["target"]["value"] == cfg.target.value
+    grows = cfg.growth != "none"
+    assert plan.growth_epochs == ([1, 2, 3] if grows else [])
+    full_flops = 3 * conv_linear_flops(build_model(cfg.model, k, cfg.full_widths)) * 64
+    for epoch, row in enumerate(rows):  # the widths, parameter count and FLOPs of the stage that trained the epoch
+        stage = plan.stage_at(epoch)
+        model = build_model(cfg.model, k, plan.stage_widths[stage])
+        assert int(row["stage"]) == stage and int(row["steps"]) == 4 and int(row["samples"]) == 64 * (epoch + 1)
+        assert int(row["params"]) == sum(p.numel() for p in model.parameters())
+        assert int(row["epoch_flops"]) == 3 * conv_linear_flops(model) * 64
+        assert float(row["width"]) == pytest.approx(sum(plan.stage_widths[stage]) / sum(cfg.full_widths))
+        assert row["test_acc"] != ""
+    assert metrics["train_flops"] == sum(int(r["epoch_flops"]) for r in rows) == int(rows[-1]["flops"])
+    extra = metrics["extra"]
+    assert extra["full_width_train_flops"] == 4 * full_flops
+    assert extra["final_widths"] == list(plan.stage_widths[-1]) and extra["growth_epochs"] == plan.growth_epochs
+    if cfg.mode == "fixed_full":
+        assert extra["flops_fraction"] == 1.0 and extra["final_widths"] == cfg.full_widths
+    else:  # grown or small: fewer FLOPs, and for growth exactly what the method's schedule arithmetic predicts
+        assert extra["flops_fraction"] < 1.0
+    if grows:
+        assert [int(r["stage"]) for r in rows] == [0, 1, 2, 3] and extra["final_widths"] == cfg.full_widths
+        s = GrowthSchedule(tuple(cfg.full_widths), 4, 3)
+        planned = schedule_flops(lambda w: build_model(cfg.model, k, w), s.stage_widths(), s.stage_epochs(), 64)
+        assert extra["flops_fraction"] == pytest.approx(planned["fraction"], rel=1e-12)
+        assert float(rows[0]["width"]) < float(rows[1]["width"]) < float(rows[2]["width"]) < float(rows[3]["width"]) == 1
+    for name in ("metrics.json", "history.csv", "config.json"):
+        assert (tmp_path / "runs" / variant / "seed0" / name).exists()
+
+
+def test_lr_adaptation_gives_new_units_their_own_multiplier(params, tmp_path):
+    run(params, tmp_path, "grow_vt_lr-cifar10")
+    run(params, tmp_path, "grow_vt-cifar10")
+    adapted, plain = history(tmp_path, "grow_vt_lr-cifar10"), history(tmp_path, "grow_vt-cifar10")
+    assert float(adapted[0]["lr_multiplier"]) == 1.0  # stage 0: nothing to adapt
+    assert all(float(r["lr_multiplier"]) != 1.0 for r in adapted[1:])
+    assert all(float(r["lr_multiplier"]) == 1.0 for r in plain)
+    assert [r["train_loss"] for r in adapted[1:]] != [r["train_loss"] for r in plain[1:]]
+    assert adapted[0]["train_loss"] == plain[0]["train_loss"]  # identical until the first growth
+
+
+# ---------------------------------------------------------------------------------------------- the optimizer
+def test_optimizer_and_schedule_continue_across_a_growth(params):
+    cfg = params.growth.resolve("grow_vt_lr-cifar10")
+    plan, steps = growth.plan_for(cfg), 4
+    g = growth.Growing(cfg, plan, 10, steps, torch.device("cpu"), seed=0)
+    optimizer, scheduler, x = g.optimizer, g.scheduler, torch.randn(8, 3, 32, 32)
+    y = torch.arange(8) % 10
+
+    def train_steps(n):
+        for _ in range(n):
+            g.zero_grad()
+            torch.nn.functional.cross_entropy(g.model(x), y).backward()
+            g.step()
+            scheduler.step()
+
+    train_steps(3)
+    old_model = g.model
+    old_buffers = {n: optimizer.state[p]["momentum_buffer"].clone() for n, p in old_model.named_parameters()}
+    g.grow_to(1, torch.Generator().manual_seed(0))
+    assert g.optimizer is optimizer and g.scheduler.optimizer is optimizer and g.model is not old_model
+    assert g.model.widths == plan.stage_widths[1] and g.stage == 1
+    (group,) = optimizer.param_groups  # one group holding exactly the grown model's parameters, in order
+    assert [id(p) for p in group["params"]] == [id(p) for p in g.model.parameters()]
+    assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.9, 0.0005, False)
+    old_weights = dict(old_model.named_parameters())
+    for name, p in g.model.named_parameters():  # new entries start with zero momentum, old ones are carried
+        buf, old = optimizer.state[p]["momentum_buffer"], old_buffers[name]
+        block = tuple(slice(0, d) for d in old.shape)
+        rest = buf.clone()
+        rest[block] = 0
+        assert buf.shape == p.shape and torch.all(rest == 0) and torch.all((buf[block] == 0) == (old == 0))
+        # carried buffers follow their weights' variance-transfer rescaling: buf / old == w_new / w_old
+        assert torch.allclose(buf[block] * old_weights[name].detach(), old * p.detach()[block], atol=1e-7)
+    train_steps(5)
+    total = steps * cfg.train.epochs  # the cosine schedule over the whole budget, per step, across the growth
+    assert group["lr"] == pytest.approx(0.5 * cfg.train.lr * (1 + math.cos(math.pi * 8 / total)), rel=1e-9)
+    g.update_multipliers()  # new entries: a multiplier of their own; stage-0 entries: 1
+    assert g.multipliers and g.newest_multiplier() != 1.0
+    name = "stages.2.0.conv1.weight"
+    m, mask = g.multipliers[name], g.masks[name]
+    assert torch.all(m[mask == 0] == 1) and torch.all(m[mask == 1] == g.newest_multiplier())
+
+
+def test_growing_state_round_trips_at_a_later_stage(params):
+    cfg = params.growth.resolve("net2net-cifar10")
+    plan = growth.plan_for(cfg)
+    a = growth.Growing(cfg, plan, 10, 4, torch.device("cpu"), seed=0)
+    a.grow_to(2, torch.Generator().manual_seed(1))
+    b = growth.Growing(cfg, plan, 10, 4, torch.device("cpu"), seed=5)  # stage 0, other weights
+    b.load_state_dict(a.state_dict())
+    assert b.stage == 2 and b.model.widths == plan.stage_widths[2]
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert b.scheduler.optimizer is b.optimizer and b.scheduler.last_epoch == a.scheduler.last_epoch
+
+
+# ---------------------------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("variant", ["grow_vt_lr-cifar10", "net2net-cifar100"])
+def test_killed_run_resumes_bit_identical_across_growths(params, tmp_path, monkeypatch, variant):
+    reference = run(params, tmp_path, variant, name="whole")
+    real_end_epoch = engine.Run.end_epoch
+    for kill_after in (1, 2):  # 1: right before the first growth; 2: right after the first grown epoch's checkpoint
+        def end_epoch_then_die(self, row, objects, done=False):
+            real_end_epoch(self, row, objects, done)
+            if self.epoch == kill_after:
+                raise KeyboardInterrupt(f"killed after epoch {kill_after}'s checkpoint")
+
+        monkeypatch.setattr(engine.Run, "end_epoch", end_epoch_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            run(params, tmp_path, variant, name="killed")
+    monkeypatch.setattr(engine.Run, "end_epoch", real_end_epoch)
+    resumed = run(params, tmp_path, variant, name="killed")
+    assert {k: v for k, v in resumed.items() if k not in TIMING} == {k: v for k, v in reference.items() if k not in TIMING}
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_seconds"} for r in rows]
+    assert strip(history(tmp_path, variant, name="killed")) == strip(history(tmp_path, variant, name="whole"))
+    assert [int(r["stage"]) for r in history(tmp_path, variant, name="killed")] == [0, 1, 2, 3]
+
+
+def test_real_data_is_refused_in_the_smoke_profile(params, tmp_path):
+    meta = tmp_path / "data" / "prepared" / "cifar10" / "meta.json"
+    meta.write_text(json.dumps({"classes": [f"c{i}" for i in range(10)], "synthetic": False}))
+    with pytest.raises(RuntimeError, match="holds real data"):
+        run(params, tmp_path, "grow_vt-cifar10")

@@ -1,0 +1,128 @@
+"""build_scheduler: every schedule's per-iteration lr equals its closed form written out here; schedules resume
+identically from a state_dict; bad names and options fail early."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from pipeline.methods.lr_schedules import KNOWN, build_scheduler, default_step_size
+
+STEPS_PER_EPOCH, EPOCHS = 10, 6
+TOTAL = STEPS_PER_EPOCH * EPOCHS
+LR = 0.4
+
+
+def _optimizer(name: str = "momentum"):
+    model = nn.Linear(2, 1)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=LR)
+    return torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+
+
+def _lrs(name: str, iterations: int = TOTAL, optimizer_name: str = "momentum", **options) -> list[float]:
+    """lr used by the optimizer step of each iteration 0..iterations-1 (the scheduler steps after each)."""
+    opt = _optimizer(optimizer_name)
+    scheduler = build_scheduler(name, opt, STEPS_PER_EPOCH, EPOCHS, **options)
+    lrs = []
+    for _ in range(iterations):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    return lrs
+
+
+def test_constant_and_step():
+    assert _lrs("constant") == [LR] * TOTAL
+    # milestones at 0.5 and 0.75 of 60 iterations: 30 and 45
+    expected = [LR * 0.1 ** sum(it >= m for m in (30, 45)) for it in range(TOTAL)]
+    assert _lrs("step") == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def test_cosine_matches_closed_form():
+    expected = [0.5 * LR * (1 + math.cos(math.pi * it / TOTAL)) for it in range(TOTAL)]
+    assert _lrs("cosine") == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("step_size", [7, None])
+def test_cyclical_matches_smith_triangular_formula(step_size):
+    base, top = 0.05, 0.3
+    s = step_size or default_step_size(STEPS_PER_EPOCH, EPOCHS)
+    expected = []
+    for it in range(TOTAL):  # Smith 2015 §3.1
+        cycle = math.floor(1 + it / (2 * s))
+        x = abs(it / s - 2 * cycle + 1)
+        expected.append(base + (top - base) * max(0.0, 1 - x))
+    got = _lrs("cyclical", base_lr=base, max_lr=top, step_size=step_size)
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert max(got) == pytest.approx(top) and min(got) == pytest.approx(base)
+
+
+def test_cyclical_defaults():
+    # 6 epochs -> one cycle of 6 epochs: half-cycle 30 iterations; base = max / 4; max = the optimizer's lr
+    assert default_step_size(STEPS_PER_EPOCH, EPOCHS) == 30
+    assert default_step_size(391, 30) == 391 * 30 // 8  # 4 cycles of 7.5 epochs
+    got = _lrs("cyclical")
+    assert got[0] == pytest.approx(LR / 4) and got[30] == pytest.approx(LR)
+    assert got[59] == pytest.approx(LR / 4 + (LR - LR / 4) / 30)  # one iteration before the cycle ends
+    # the lr only: momentum is not cycled, and an Adam optimizer (betas, no momentum) works too
+    opt = _optimizer()
+    scheduler = build_scheduler("cyclical", opt, STEPS_PER_EPOCH, EPOCHS)
+    opt.step()
+    scheduler.step()
+    assert opt.param_groups[0]["momentum"] == 0.9
+    assert _lrs("cyclical", optimizer_name="adam")[30] == pytest.approx(LR)
+
+
+def test_one_cycle_matches_torch_cosine_phases():
+    top, div, final_div, pct = LR, 25.0, 1e4, 0.3
+    initial, minimum = top / div, top / div / final_div
+    end_warmup, end = pct * TOTAL - 1, TOTAL - 1  # torch's phase ends, in iterations
+
+    def cos_anneal(start, stop, fraction):
+        return stop + (start - stop) / 2 * (1 + math.cos(math.pi * fraction))
+
+    expected = [cos_anneal(initial, top, it / end_warmup) if it <= end_warmup
+                else cos_anneal(top, minimum, (it - end_warmup) / (end - end_warmup)) for it in range(TOTAL)]
+    got = _lrs("one_cycle")
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert got[0] == pytest.approx(LR / 25) and max(got) == pytest.approx(LR) and got[-1] == pytest.approx(minimum)
+
+
+@pytest.mark.parametrize("name", KNOWN)
+def test_state_dict_round_trip_continues_identically(name):
+    uninterrupted = _lrs(name)
+    opt = _optimizer()
+    scheduler = build_scheduler(name, opt, STEPS_PER_EPOCH, EPOCHS)
+    for _ in range(23):
+        opt.step()
+        scheduler.step()
+    saved_opt, saved_scheduler = opt.state_dict(), scheduler.state_dict()
+    # resume: build both as at the start, then load both states
+    opt = _optimizer()
+    scheduler = build_scheduler(name, opt, STEPS_PER_EPOCH, EPOCHS)
+    opt.load_state_dict(saved_opt)
+    scheduler.load_state_dict(saved_scheduler)
+    resumed = []
+    for _ in range(23, TOTAL):
+        resumed.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    assert resumed == uninterrupted[23:]
+    assert len(set(uninterrupted)) > 1 or name == "constant"  # the schedule does move
+
+
+def test_bad_names_and_options_fail_with_one_line_errors():
+    opt = _optimizer()
+    with pytest.raises(ValueError, match=r"unknown lr schedule 'cosin'; known: constant, step, cosine, cyclical"):
+        build_scheduler("cosin", opt, 10, 2)
+    with pytest.raises(ValueError, match=r"'cosine' does not take option\(s\) \['gamma'\]"):
+        build_scheduler("cosine", opt, 10, 2, gamma=0.1)
+    with pytest.raises(ValueError, match="steps_per_epoch must be a positive integer"):
+        build_scheduler("cosine", opt, 0, 2)
+    with pytest.raises(ValueError, match="milestones are fractions"):
+        build_scheduler("step", opt, 10, 2, milestones=[30, 45])
+    with pytest.raises(ValueError, match="base_lr < max_lr"):
+        build_scheduler("cyclical", opt, 10, 2, base_lr=0.5, max_lr=0.1)
