@@ -78,3 +78,28 @@ def test_incomplete_run_is_named(tmp_path, raw_params):
     (d / "history.csv").unlink()
     with pytest.raises(FileNotFoundError, match="seed0: incomplete run, missing history.csv"):
         run_dirs(tmp_path / "runs")
+
+
+def test_mlflow_holds_one_run_per_cell_of_the_grid(tmp_path, raw_params, monkeypatch):
+    """Every (experiment, variant, seed) of params.yaml's grid becomes exactly one MLflow run (one seed here)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    raw_params["seeds"] = [0]
+    params = config.validate(raw_params)
+    from pipeline.tracking import sync_experiment
+
+    expected = 0
+    for experiment in config.EXPERIMENTS:
+        for variant in params.variants(experiment):
+            d = fake_run(tmp_path / "runs" / experiment, variant, 0)
+            metrics = json.loads((d / "metrics.json").read_text())
+            (d / "metrics.json").write_text(json.dumps({**metrics, "experiment": experiment}))
+            expected += 1
+        sync_experiment(params, experiment, tmp_path / "runs" / experiment, tmp_path / f"{experiment}.json")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    ids = [client.get_experiment_by_name(e).experiment_id for e in config.EXPERIMENTS]
+    runs = client.search_runs(ids, max_results=5000)
+    assert len(runs) == expected == sum(len(params.variants(e)) for e in config.EXPERIMENTS)
+    assert len({r.data.tags["harness.run_key"] for r in runs}) == expected

@@ -34,9 +34,8 @@ from ..models.flops import TRAIN_TO_FORWARD, conv_linear_flops
 from ..schemas.growth import Growth, Resolved
 from ..seeding import generator
 from ..train import runner
-from ..train.engine import Diverged
-from ..train.image import (FixedBatch, ImageLoop, IndexStream, _GeneratorState, _TensorState, evaluate,
-                           train_epoch)
+from ..train.engine import Diverged, GeneratorState, TensorState
+from ..train.image import FixedBatch, ImageLoop, IndexStream, evaluate, train_epoch
 from .common import build_model, image_data, spec_for
 
 EXPERIMENT = "growth"
@@ -161,8 +160,9 @@ def fit(run, growing: Growing, data, loop: ImageLoop, seed_gens: dict) -> None:
     stream = IndexStream(data.global_index, seed_gens["data_order"])
     policy = FixedBatch(growing.cfg.train.batch_size)
     seen = torch.zeros(len(data.y), dtype=torch.bool, device=data.x.device)
-    objects = {"growing": growing, "stream": stream, "policy": policy, "augment": _GeneratorState(seed_gens["augment"]),
-               "method": _GeneratorState(seed_gens["method"]), "seen": _TensorState(seen)}
+    objects = {"growing": growing, "stream": stream, "policy": policy, "augment": GeneratorState(seed_gens["augment"]),
+               "method": GeneratorState(seed_gens["method"]), "seen": TensorState(seen)}
+    run.total_epochs = loop.epochs
     run.resume(objects)  # `growing` first rebuilds at the checkpoint's stage, then loads
     totals = {"samples": 0, "flops": 0}
     if run.history:

@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -105,6 +106,8 @@ class Run:
         self.diverged = False
         self.distinct_samples: int | None = None  # distinct training samples (images) or token positions used
         self.extra: dict[str, Any] = {}  # experiment-specific final numbers, copied into metrics.json
+        self.total_epochs: int | None = None  # set by the loop; shown in the progress display
+        self._bar = None
 
     # ---- resume ---------------------------------------------------------------------------------------------
     def resume(self, objects: dict[str, Any]) -> int:
@@ -146,6 +149,26 @@ class Run:
         self.history.append(row)
         self.done = done
         self.save_checkpoint(objects)
+        self._progress(row)
+
+    def _progress(self, row: dict) -> None:
+        """A progress bar per run on a terminal; one plain line per epoch otherwise (logs, CI)."""
+        shown = {k: row[k] for k in ("train_loss", "valid_ppl", "test_ppl", "test_acc", "block_size", "batch_size")
+                 if isinstance(row.get(k), (int, float))}
+        text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        name = f"{self.spec.experiment}/{self.spec.variant}/seed{self.spec.seed}"
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            if self._bar is None:
+                self._bar = tqdm(total=self.total_epochs, initial=self.epoch - 1, desc=name, unit="epoch", leave=False)
+            self._bar.set_postfix_str(text)
+            self._bar.update(1)
+            if self.done:
+                self._bar.close()
+        else:
+            total = f"/{self.total_epochs}" if self.total_epochs else ""
+            print(f"{name} epoch {self.epoch}{total} {text} ({self.train_seconds:.1f} s training)", file=sys.stderr)
 
     def save_checkpoint(self, objects: dict[str, Any]) -> None:
         state = {
@@ -226,3 +249,29 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns or ["epoch"])
         writer.writeheader()
         writer.writerows(rows)
+
+
+class GeneratorState:
+    """Adapts a torch.Generator to the state_dict protocol of the checkpoint."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self):
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["state"])
+
+
+class TensorState:
+    """Adapts a tensor updated in place (e.g. the seen-samples mask) to the state_dict protocol."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    def state_dict(self):
+        return {"tensor": self.tensor.cpu()}
+
+    def load_state_dict(self, state):
+        self.tensor.copy_(state["tensor"])

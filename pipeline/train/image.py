@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine import Diverged, Run, check_finite
+from .engine import Diverged, GeneratorState, Run, TensorState, check_finite
 
 
 class LeakError(RuntimeError):
@@ -204,9 +204,10 @@ def fit(run: Run, model, optimizer, scheduler, data: ImageData, policy, loop: Im
     aug_gen = seed_gens["augment"]
     seen = torch.zeros(len(data.y), dtype=torch.bool, device=data.x.device)
     objects = {"model": model, "optimizer": optimizer, "stream": stream, "policy": policy,
-               "augment": _GeneratorState(aug_gen), "seen": _TensorState(seen)}
+               "augment": GeneratorState(aug_gen), "seen": TensorState(seen)}
     if scheduler is not None:
         objects["scheduler"] = scheduler
+    run.total_epochs = loop.epochs
     run.resume(objects)
     totals = {"samples": 0, "flops": 0}
     if run.history:
@@ -225,29 +226,3 @@ def fit(run: Run, model, optimizer, scheduler, data: ImageData, policy, loop: Im
                "batch_size": stats["batch_size"], "steps": stats["steps"], **policy.epoch_stats(), **totals}
         run.end_epoch(row, objects, done=last)
     run.distinct_samples = int(seen.sum().item())
-
-
-class _GeneratorState:
-    """Adapts a torch.Generator to the state_dict protocol of the checkpoint."""
-
-    def __init__(self, generator: torch.Generator):
-        self.generator = generator
-
-    def state_dict(self):
-        return {"state": self.generator.get_state()}
-
-    def load_state_dict(self, state):
-        self.generator.set_state(state["state"])
-
-
-class _TensorState:
-    """Adapts a tensor updated in place (e.g. the seen-samples mask) to the state_dict protocol."""
-
-    def __init__(self, tensor: torch.Tensor):
-        self.tensor = tensor
-
-    def state_dict(self):
-        return {"tensor": self.tensor.cpu()}
-
-    def load_state_dict(self, state):
-        self.tensor.copy_(state["tensor"])

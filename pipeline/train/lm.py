@@ -116,6 +116,7 @@ def fit(run: Run, model, optimizer, scheduler, schedule, data: dict, loop: LMLoo
     objects = {"model": model, "optimizer": optimizer}
     if scheduler is not None:
         objects["scheduler"] = scheduler
+    run.total_epochs = loop.epochs
     run.resume(objects)
     totals = {"samples": 0, "flops": 0} if not run.history else {k: run.history[-1][k] for k in ("samples", "flops")}
     while not run.done and run.epoch < loop.epochs:
