@@ -37,8 +37,8 @@ def test_unknown_top_level_key(raw_params):
 
 
 def test_unknown_nested_key(raw_params):
-    raw_params["data"]["synthetic"]["images"]["colour"] = 3
-    assert "data.synthetic.images.colour: unknown key" in error_for(raw_params)
+    raw_params["data"]["synthetic"]["images"]["hue"] = 3
+    assert "data.synthetic.images.hue: unknown key" in error_for(raw_params)
 
 
 def test_wrong_type(raw_params):

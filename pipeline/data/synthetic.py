@@ -88,8 +88,9 @@ def write_synthetic_text(cfg, out_dir: Path, kind: str = "ptb") -> dict:
 
 
 # ---- images ---------------------------------------------------------------------------------------------------
-def class_patterns(n_classes: int, gen: np.random.Generator) -> np.ndarray:
-    """float64 [n_classes, 32, 32, 3]: one smooth pattern per class, each of mean 0 and std 1."""
+def class_patterns(n_classes: int, gen: np.random.Generator, colour: float = 0.0) -> np.ndarray:
+    """float64 [n_classes, 32, 32, 3]: one smooth pattern per class (mean 0, std 1) plus a per-class mean colour
+    of std `colour`, a cue that global average pooling sees at once (so tiny CNNs learn within a few steps)."""
     coords = np.arange(SIDE) / SIDE  # pixel position in image widths
     rows, cols = np.meshgrid(coords, coords, indexing="ij")  # [32, 32] each
     freqs = gen.integers(-MAX_FREQ, MAX_FREQ + 1, size=(n_classes, 3, WAVES, 2))
@@ -100,7 +101,8 @@ def class_patterns(n_classes: int, gen: np.random.Generator) -> np.ndarray:
     angle = 2 * np.pi * (freqs[..., 0, None, None] * rows + freqs[..., 1, None, None] * cols) + phases[..., None, None]
     patterns = (amps[..., None, None] * np.cos(angle)).sum(axis=2).transpose(0, 2, 3, 1)  # [C, 32, 32, 3]
     patterns -= patterns.mean(axis=(1, 2, 3), keepdims=True)
-    return patterns / patterns.std(axis=(1, 2, 3), keepdims=True)
+    patterns /= patterns.std(axis=(1, 2, 3), keepdims=True)
+    return patterns + colour * gen.normal(size=(n_classes, 1, 1, 3))  # [C, 1, 1, 3]: one colour per class
 
 
 def noisy_images(patterns: np.ndarray, per_class: int, noise: float, gen: np.random.Generator):
@@ -119,7 +121,7 @@ def noisy_images(patterns: np.ndarray, per_class: int, noise: float, gen: np.ran
 def synthetic_images(cfg, n_classes: int, kind: str) -> dict:
     """{"train": (x, y), "test": (x, y), "classes": [...]} from cfg (params.data.synthetic.images)."""
     gen = rng(DATA_SEED, f"synthetic/{kind}")
-    patterns = class_patterns(n_classes, gen)
+    patterns = class_patterns(n_classes, gen, cfg.colour)
     train = noisy_images(patterns, cfg.train_per_class, cfg.noise, gen)
     test = noisy_images(patterns, cfg.test_per_class, cfg.noise, gen)
     return {"train": train, "test": test, "classes": [f"class{c}" for c in range(n_classes)]}

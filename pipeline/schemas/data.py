@@ -74,6 +74,7 @@ class SyntheticImages(Strict):
     train_per_class: PositiveInt = 100  # 1,000 training images for 10 classes: tiny models learn it in seconds
     test_per_class: PositiveInt = 30
     noise: PositiveFloat = 0.35  # noise std relative to pattern contrast: hard enough that accuracy is not 100% at once
+    colour: float = Field(default=0.5, ge=0)  # std of a per-class mean colour: a cue tiny pooled CNNs learn in seconds
     cifar100_classes: PositiveInt = 20  # the synthetic stand-in for CIFAR-100: more classes than CIFAR-10, fast enough for smoke
 
 
