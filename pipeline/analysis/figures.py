@@ -12,6 +12,8 @@ styles cycling once the eight colours are used up.
 """
 from __future__ import annotations
 
+import textwrap
+
 import json
 import math
 from pathlib import Path
@@ -120,12 +122,14 @@ def plot_speed_accuracy(ax, final: pl.DataFrame, families: dict[str, str], confi
     for i, fam in enumerate(order):
         ax.plot([], [], "o", color=style(i)["color"], label=fam)
     if never:
-        ax.text(0.01, 0.01, "never reached the target: " + ", ".join(never), transform=ax.transAxes, fontsize=7)
+        text = textwrap.fill("never reached the target: " + ", ".join(never), width=110)
+        ax.figure.supxlabel(text, fontsize=7, x=0.01, ha="left")  # laid out below the axes by the layout engine
     ax.set_xlabel("training seconds to target (runs that reached it; mean ± t-CI)")
     ax.set_ylabel("test accuracy (%) at the last epoch")
     return ax.figure
 
 
+PER_EPOCH_PROXY = {"test_ppl": "valid_ppl"}  # a metric measured once at the end -> its per-epoch counterpart
 VERDICT_COLOURS = {"reproduced": "#009E73", "not reproduced": "#D55E00", "inconclusive": "#999999"}
 
 
@@ -202,6 +206,7 @@ def build(name: str, final, history, claims, ledger, confidence):
         exp = name[: -len("_curves")]
         runs = final.filter(pl.col("experiment") == exp)
         metric = runs["metric"][0] if runs.height else "metric"
+        metric = PER_EPOCH_PROXY.get(metric, metric)  # test perplexity exists only after the last epoch
         return per_epoch_figure(final, history, ledger, exp, metric, None, confidence, f"{exp}: {metric} per epoch\n({band})")
     traces = {"block_size_block_trace": ("block_size", "block_size", "block size (tokens per BPTT segment)"),
               "edba_batch_trace": ("edba", "batch_size", "batch size (samples)"),
@@ -226,10 +231,10 @@ def build(name: str, final, history, claims, ledger, confidence):
         if runs.height == 0:
             raise Skip("no optimizers runs")
         families = {v: family_of(ledger, "optimizers", v) for v in runs["variant"].unique().to_list()}
-        fig, ax = plt.subplots(figsize=(7, 5))
+        fig, ax = plt.subplots(figsize=(8, 6), layout="constrained")
         plot_speed_accuracy(ax, runs, families, confidence)
         ax.legend(fontsize=7, title="family")
-        ax.set_title("Optimizers: speed against accuracy (label: variant (runs reaching target/runs))", fontsize=9)
+        ax.set_title("Optimizers: speed against accuracy\n(label: variant (runs reaching the target / runs))", fontsize=9)
         return fig
     if name == "claims_chart":
         if claims is None:
