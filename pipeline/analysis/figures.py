@@ -206,7 +206,10 @@ def build(name: str, final, history, claims, ledger, confidence):
         exp = name[: -len("_curves")]
         runs = final.filter(pl.col("experiment") == exp)
         metric = runs["metric"][0] if runs.height else "metric"
-        metric = PER_EPOCH_PROXY.get(metric, metric)  # test perplexity exists only after the last epoch
+        hist = history.filter(pl.col("experiment") == exp)
+        proxy = PER_EPOCH_PROXY.get(metric)
+        if proxy in hist.columns and metric in hist.columns and hist[metric].drop_nulls().len() <= runs.height:
+            metric = proxy  # the metric exists only after the last epoch: draw its per-epoch counterpart
         return per_epoch_figure(final, history, ledger, exp, metric, None, confidence, f"{exp}: {metric} per epoch\n({band})")
     traces = {"block_size_block_trace": ("block_size", "block_size", "block size (tokens per BPTT segment)"),
               "edba_batch_trace": ("edba", "batch_size", "batch size (samples)"),
