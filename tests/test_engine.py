@@ -143,3 +143,16 @@ def test_augment_is_a_crop_of_the_padded_image_or_its_mirror():
     for i in range(2):
         windows = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
         assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(2)) for w in windows)
+
+
+def test_each_job_claims_a_different_gpu(tmp_path, monkeypatch):
+    """The GPU claim is a lock file per GPU index, held for the life of the process (no GPU needed to test it)."""
+    from pipeline import device
+
+    monkeypatch.setattr(device, "LOCK_DIR", tmp_path)
+    monkeypatch.setattr(device, "_held", [])
+    assert [device._claim_gpu(2), device._claim_gpu(2)] == [0, 1]
+    with pytest.raises(RuntimeError, match="no free GPU among 2"):
+        device._claim_gpu(2, wait_seconds=0)
+    device._held.pop().release()  # the job on GPU 1 ends
+    assert device._claim_gpu(2) == 1
