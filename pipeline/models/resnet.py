@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .init import he_init
+
 
 # ---------------------------------------------------------------- model pieces
 
@@ -83,18 +85,8 @@ class CifarResNet(nn.Module):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """He et al.'s initialisation as in their Torch code (and torchvision): conv ~ N(0, 2 / (k*k*C_out)),
-        BN weight 1 and bias 0; head weight U(+-1/sqrt(F)) (PyTorch's default), head bias 0."""
-        with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
-            bound = 1.0 / self.head.in_features ** 0.5
-            nn.init.uniform_(self.head.weight, -bound, bound, generator=generator)
-            nn.init.zeros_(self.head.bias)
+        """He et al.'s initialisation (pipeline.models.init.he_init)."""
+        he_init(self, self.head, generator)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, H, W] -> h [B, F] (F = widths[-1]): everything before the head."""

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .init import he_init
+
 
 # ---------------------------------------------------------------- configuration
 
@@ -48,17 +50,8 @@ class VGG11(nn.Module):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """As torchvision's VGG: conv ~ N(0, 2 / (k*k*C_out)), conv bias 0, BN weight 1 and bias 0; the head as
-        the other CIFAR models of this package: weight U(+-1/sqrt(F)) (PyTorch's default), bias 0."""
-        with torch.no_grad():
-            for conv, bn in zip(self.convs, self.bns):
-                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu", generator=generator)
-                nn.init.zeros_(conv.bias)
-                nn.init.ones_(bn.weight)
-                nn.init.zeros_(bn.bias)
-            bound = 1.0 / self.head.in_features ** 0.5
-            nn.init.uniform_(self.head.weight, -bound, bound, generator=generator)
-            nn.init.zeros_(self.head.bias)
+        """He et al.'s initialisation as torchvision's VGG (pipeline.models.init.he_init)."""
+        he_init(self, self.head, generator)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, H, W] -> h [B, F] (F = widths[-1]): everything before the head."""
