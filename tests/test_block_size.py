@@ -27,14 +27,6 @@ CPU = torch.device("cpu")
 TIMING = ("elapsed_seconds", "tokens_per_s")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is faster and steadier than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # ---------------------------------------------------------------------------------------------- schedules
 def test_doubling_is_the_papers_schedule():

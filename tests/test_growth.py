@@ -20,14 +20,6 @@ VARIANTS = [("random", "linear"), ("variance_transfer", "linear"), ("variance_tr
             ("net2net", "linear")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and stall badly on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)

@@ -10,14 +10,6 @@ from pipeline.models.vgg import VGG11
 SMALL = {ResNet20: (4, 8, 16), ResNet18: (4, 8, 16, 32), VGG11: (4, 8, 8, 8, 16, 16, 16, 16)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and stall badly on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
