@@ -66,7 +66,7 @@ def test_grid_is_every_mode_on_every_dataset_with_its_identity(params, raw_param
     assert section.variant_datasets("net2net-cifar10") == ["cifar10"]
     fixed, method = section.resolve("fixed_full-cifar10"), section.resolve("grow_vt_lr-cifar100")
     assert fixed.schedule is None and fixed.method is None and fixed.model == "resnet20"
-    assert method.model == "resnet18" and method.lr_adaptation and method.target.value == 0.02
+    assert method.model == "resnet18" and method.lr_adaptation and method.target.value == 0.1
     with pytest.raises(ValueError, match="grown-cifar10"):
         section.split("grown-cifar10")
     for p in ("quick", "paper"):  # the grid is the same in every profile
