@@ -12,10 +12,9 @@ styles cycling once the eight colours are used up.
 """
 from __future__ import annotations
 
-import textwrap
-
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +24,7 @@ matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from adjustText import adjust_text  # noqa: E402  (label placement without overlaps)
 from scipy import stats as sps  # noqa: E402
 
 from . import stats  # noqa: E402
@@ -106,7 +106,7 @@ def plot_train_size(ax, final: pl.DataFrame, confidence: float):
 def plot_speed_accuracy(ax, final: pl.DataFrame, families: dict[str, str], confidence: float):
     """final [runs] of optimizers -> per variant: accuracy (mean, t-CI) against seconds to target (mean, t-CI)."""
     order = sorted(set(families.values()))
-    never = []
+    never, labels = [], []
     for v, g in sorted(final.group_by("variant"), key=lambda k: k[0][0]):
         (variant,) = v
         reached = g["seconds_to_target"].drop_nulls().to_numpy()
@@ -117,8 +117,7 @@ def plot_speed_accuracy(ax, final: pl.DataFrame, families: dict[str, str], confi
         x, y = stats.describe(reached, confidence), stats.describe(acc, confidence)
         ax.errorbar(x.mean, y.mean, xerr=np.nan_to_num(x.mean - x.lo), yerr=np.nan_to_num(y.mean - y.lo), fmt="o",
                     color=style(order.index(families[variant]))["color"], capsize=3)
-        ax.annotate(f"{variant} ({len(reached)}/{g.height})", (x.mean, y.mean), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+        labels.append(ax.text(x.mean, y.mean, f"{variant} ({len(reached)}/{g.height})", fontsize=7))
     for i, fam in enumerate(order):
         ax.plot([], [], "o", color=style(i)["color"], label=fam)
     if never:
@@ -126,7 +125,7 @@ def plot_speed_accuracy(ax, final: pl.DataFrame, families: dict[str, str], confi
         ax.figure.supxlabel(text, fontsize=7, x=0.01, ha="left")  # laid out below the axes by the layout engine
     ax.set_xlabel("training seconds to target (runs that reached it; mean ± t-CI)")
     ax.set_ylabel("test accuracy (%) at the last epoch")
-    return ax.figure
+    return labels
 
 
 PER_EPOCH_PROXY = {"test_ppl": "valid_ppl"}  # a metric measured once at the end -> its per-epoch counterpart
@@ -235,9 +234,13 @@ def build(name: str, final, history, claims, ledger, confidence):
             raise Skip("no optimizers runs")
         families = {v: family_of(ledger, "optimizers", v) for v in runs["variant"].unique().to_list()}
         fig, ax = plt.subplots(figsize=(8, 6), layout="constrained")
-        plot_speed_accuracy(ax, runs, families, confidence)
-        ax.legend(fontsize=7, title="family")
+        labels = plot_speed_accuracy(ax, runs, families, confidence)
+        legend = ax.legend(fontsize=7, title="family")
         ax.set_title("Optimizers: speed against accuracy\n(label: variant (runs reaching the target / runs))", fontsize=9)
+        fig.draw_without_rendering()  # settle the layout first: adjust_text works in display coordinates
+        # variants of one family often land on top of each other: move the labels apart, a line back to each point
+        adjust_text(labels, ax=ax, objects=[legend], iter_lim=500, arrowprops={"arrowstyle": "-", "color": "0.5",
+                                                                            "lw": 0.5})
         return fig
     if name == "claims_chart":
         if claims is None:
