@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from . import config as cfg
+from .errors import PipelineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproducible benchmark harness for rapid-training methods.")
@@ -214,7 +215,7 @@ def dvc_yaml_cmd(out: Path = typer.Option(Path("dvc.yaml"), help="Where to write
 def main() -> None:
     try:
         app()
-    except cfg.ConfigError as err:
+    except PipelineError as err:  # bad input (params, data, run directory): one line, no traceback
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
 

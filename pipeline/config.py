@@ -22,6 +22,7 @@ from .schemas.data import Data
 from .schemas.edba import Edba
 from .schemas.growth import Growth
 from .schemas.optimizers import Optimizers
+from .errors import PipelineError
 from .schemas.analysis import Analysis
 
 PROFILES = ("smoke", "quick", "paper")
@@ -29,7 +30,7 @@ EXPERIMENTS = ("block_size", "edba", "growth", "optimizers")
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     """A bad params.yaml: the message is one line naming the key path and what is wrong."""
 
 

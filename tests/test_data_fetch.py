@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import subprocess
+import sys
 import tarfile
 import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline import config
 from pipeline.data import fetch
@@ -144,6 +147,23 @@ def test_mirror_from_params_with_a_missing_file(raw_params, tmp_path):
     p = params_for(raw_params, tmp_path, "http://127.0.0.1:9/none", sha256(GOOD), mirror=mirror)
     with pytest.raises(DataError, match=f"{FILE}: not found in data mirror {mirror}$"):
         fetch.fetch(p, FILE)
+
+
+def test_cli_reports_missing_data_in_one_line(raw_params, tmp_path, root):
+    """A stage that cannot get its data says which file and where in one line, exit code 2, no traceback."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    raw_params.update(profile="quick")
+    raw_params["data"]["mirror"] = str(mirror)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw_params))
+    out = subprocess.run([sys.executable, "-m", "pipeline", "prepare", "ptb", "--out", str(tmp_path / "ptb"),
+                          "--params", str(params)], capture_output=True, text=True, cwd=root,
+                         env={"PATH": "/usr/bin:/bin", "PIPELINE_THREADS": "1"})
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ptb.") and f"not found in data mirror {mirror}" in lines[0]
+    assert not (tmp_path / "ptb").exists()
 
 
 def test_mirror_file_with_a_wrong_checksum(raw_params, tmp_path):

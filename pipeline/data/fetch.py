@@ -18,10 +18,12 @@ from pathlib import Path, PurePosixPath
 import pooch
 from filelock import FileLock
 
+from ..errors import PipelineError
+
 DOWNLOAD_TIMEOUT_S = 60  # per network read; a stalled connection fails (and is retried) instead of hanging a job
 
 
-class DataError(ValueError):
+class DataError(PipelineError, ValueError):
     """Bad or missing data input: the message is one line naming the file, archive, dataset or subset."""
 
 
@@ -89,7 +91,8 @@ def download(url: str, known_hash: str, dest_dir: Path, file_name: str, retries:
             except (ValueError, OSError) as err:  # hash mismatch, or a network error (requests' are OSErrors)
                 last = " ".join(str(err).split())
                 print(f"download {file_name} attempt {attempt}/{attempts} failed: {last}", file=sys.stderr)
-    raise DataError(f"{file_name}: download from {url} failed after {attempts} attempt(s): {last}")
+    raise DataError(f"{file_name}: download from {url} failed after {attempts} attempt(s): {last} "
+                    "(offline? set data.mirror or PIPELINE_DATA_MIRROR to a directory holding it)")
 
 
 # ---- archives -------------------------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import PipelineError
 from .engine import Run, RunSpec, environment
 from ..seeding import generator, seed_global
 
 
-class RunConflict(RuntimeError):
+class RunConflict(PipelineError, RuntimeError):
     """The run directory holds finished results of a different configuration."""
 
 
