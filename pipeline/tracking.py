@@ -5,9 +5,12 @@
 
 - Store: MLFLOW_TRACKING_URI, else params `tracking.uri`, else the embedded sqlite store `mlflow.db` at the
   repository root, so `mlflow ui --backend-store-uri sqlite:///mlflow.db` shows every run.
-- Identity: each MLflow run carries the tag `harness.run_key` = "<experiment>/<variant>/seed<k>" and
+- Identity: each MLflow run carries the tag `harness.run_key` = "<profile>/<experiment>/<variant>/seed<k>" and
   `harness.content_hash` = sha256 of its three files. A sync skips runs whose hash is already there, replaces
-  runs whose files changed (the old MLflow run is deleted), and creates the rest: rerunning never duplicates.
+  runs whose files changed (the old MLflow run is deleted, i.e. moved to MLflow's trash, not purged), and creates
+  the rest: rerunning never duplicates. The profile (read from the run's metrics.json) is part of the key, so
+  switching profiles, which rewrites results/runs, adds the new profile's runs and keeps the old ones in MLflow
+  (metrics, params and the three files as artifacts): filter with `tags.profile = 'quick'`.
 - Concurrency: every write happens under one file lock per store, so many jobs finishing at once (or several
   `track` stages run in parallel by Snakemake) lose nothing and never race on sqlite.
 MLflow costs seconds to import, so only this stage imports it; training jobs never do.
@@ -97,7 +100,7 @@ def _log_run(client, experiment_id: str, run_dir: Path, run_key: str, digest: st
             "dataset": metrics["dataset"], "subset": str(metrics["subset"]), "seed": str(metrics["seed"]),
             "profile": metrics["profile"], "diverged": str(metrics["diverged"]),
             "git_commit": str(config.get("environment", {}).get("git_commit")),
-            "mlflow.runName": f"{metrics['variant']}/seed{metrics['seed']}"}
+            "mlflow.runName": f"{metrics['variant']}/seed{metrics['seed']} [{metrics['profile']}]"}
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
     ts = run.info.start_time
@@ -145,7 +148,8 @@ def sync_runs(uri: str, experiment_name: str, runs: list[tuple[str, Path]]) -> l
 def sync_experiment(params: Params, experiment: str, runs_root: Path, out: Path) -> list[dict]:
     """Sync every run of one experiment and write the receipt (run key -> MLflow run id)."""
     dirs = run_dirs(runs_root)
-    runs = [(f"{experiment}/{d.parent.name}/{d.name}", d) for d in dirs]
+    runs = [(f"{json.loads((d / 'metrics.json').read_text())['profile']}/{experiment}/{d.parent.name}/{d.name}", d)
+            for d in dirs]
     uri = tracking_uri(params)
     receipt = sync_runs(uri, f"{params.tracking.experiment_prefix}{experiment}", runs)
     out = Path(out)

@@ -18,10 +18,10 @@ sync_runs(uri, "concurrency", [(f"concurrency/{run_dir.parent.name}/{run_dir.nam
 """
 
 
-def fake_run(root, variant, seed, final=0.5):
+def fake_run(root, variant, seed, final=0.5, profile="smoke"):
     d = root / variant / f"seed{seed}"
-    d.mkdir(parents=True)
-    metrics = {"experiment": "concurrency", "variant": variant, "seed": seed, "profile": "smoke", "method": variant,
+    d.mkdir(parents=True, exist_ok=True)
+    metrics = {"experiment": "concurrency", "variant": variant, "seed": seed, "profile": profile, "method": variant,
                "dataset": "toy", "subset": None, "metric": "test_acc", "mode": "max", "final": final, "best": final,
                "diverged": False, "train_seconds": 1.0, "extra": {"kept": 0.5}}
     (d / "metrics.json").write_text(json.dumps(metrics))
@@ -46,7 +46,7 @@ def test_sixteen_concurrent_jobs_each_appear_exactly_once(tmp_path, root):
     assert [p.wait(timeout=300) for p in procs] == [0] * 16
     runs = runs_in(uri, "concurrency")
     keys = sorted(r.data.tags["harness.run_key"] for r in runs)
-    assert keys == sorted(f"concurrency/{d.parent.name}/{d.name}" for d in dirs)
+    assert keys == sorted(f"concurrency/{d.parent.name}/{d.name}" for d in dirs)  # sync_runs takes keys as given
     one = next(r for r in runs if r.data.tags["harness.run_key"].endswith("v1/seed5"))
     assert one.data.params["model.depth"] == "20" and one.data.tags["seed"] == "5"
     assert one.data.metrics["test_acc"] == 0.5
@@ -69,6 +69,27 @@ def test_rerun_adds_nothing_and_changed_files_replace_the_run(tmp_path, raw_para
     runs = runs_in(f"sqlite:///{tmp_path / 'mlflow.db'}", "concurrency")
     assert len(runs) == 3
     assert json.loads((tmp_path / "receipt.json").read_text())["runs"][1]["run_id"] == third[1]["run_id"]
+    assert third[1]["run_key"] == "smoke/concurrency/a/seed1"
+
+
+def test_another_profile_adds_runs_and_keeps_the_old_ones(tmp_path, raw_params, monkeypatch):
+    """results/runs holds one profile at a time; MLflow keeps every profile's runs side by side."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    params = config.validate(raw_params)
+    from pipeline.tracking import sync_experiment
+
+    for seed in range(2):
+        fake_run(tmp_path / "runs", "a", seed, final=0.5)
+    smoke = sync_experiment(params, "concurrency", tmp_path / "runs", tmp_path / "receipt.json")
+    for seed in range(2):  # the same cells rerun on the quick profile overwrite the run files
+        fake_run(tmp_path / "runs", "a", seed, final=0.8, profile="quick")
+    quick = sync_experiment(params, "concurrency", tmp_path / "runs", tmp_path / "receipt.json")
+    assert all(r["new"] for r in quick) and {r["run_id"] for r in quick}.isdisjoint(r["run_id"] for r in smoke)
+    runs = runs_in(uri, "concurrency")
+    by_profile = {p: sorted(r.data.metrics["test_acc"] for r in runs if r.data.tags["profile"] == p)
+                  for p in ("smoke", "quick")}
+    assert by_profile == {"smoke": [0.5, 0.5], "quick": [0.8, 0.8]}
 
 
 def test_incomplete_run_is_named(tmp_path, raw_params):
