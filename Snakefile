@@ -1,6 +1,8 @@
 # Thin shell over `python -m pipeline ...`: the stages, commands and outputs are those of dvc.yaml (a test
 # compares them). The grid comes from params.yaml through pipeline.config, validated before any job starts:
 # a bad params.yaml stops `snakemake -n` with one line naming the key.
+import os
+
 from pipeline import config as harness, dag
 
 
@@ -8,10 +10,11 @@ configfile: "params.yaml"
 
 
 try:
-    P = harness.validate(config)
+    P = harness.validate(config, os.environ.get("PIPELINE_PROFILE"))  # the profile the jobs will see
 except harness.ConfigError as err:
     raise WorkflowError(str(err)) from None
 SEEDS = dag.seeds_arg(P)
+FINGERPRINTS = dag.fingerprints(P)  # stage -> digest of its resolved params and code: a change reruns the job
 
 
 wildcard_constraints:

@@ -6,10 +6,19 @@
 and the Snakefile's rules produce the very same commands and outputs (a test compares the two). The list does
 not depend on the profile: the grid and every path are the same in smoke, quick and paper, so switching the
 profile reruns stages but never changes the DAG.
+
+What reruns a stage: DVC hashes a stage's `deps` (data and code) and `params` keys itself. Snakemake sees only
+file inputs, so every rule carries its stage's `fingerprints(params)` entry as a Snakemake param: a digest of the stage's
+params keys as resolved for the active profile (so `PIPELINE_PROFILE` counts too) and of its code deps. When it
+differs from the one recorded at the last run, Snakemake reruns the job ("params changed"), as DVC would.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .config import EXPERIMENTS, Params
 
@@ -20,7 +29,10 @@ TABLES = "results/tables"
 ANALYSIS = "results/analysis"
 FIGURES = "figures"
 REPORT = "report"
-CODE = "pipeline"  # every stage depends on the package: a code change reruns what it may affect
+CODE = "pipeline"  # every stage depends on the code it runs: a change there reruns it
+# what a tuning or training job imports (not analysis, report or tracking: editing those reruns no training)
+TRAIN_CODE = [f"{CODE}/{p}" for p in ("__main__.py", "config.py", "dag.py", "device.py", "errors.py", "seeding.py",
+                                      "schemas", "data", "models", "methods", "train", "experiments")]
 
 
 @dataclass
@@ -90,7 +102,7 @@ def stages(params: Params) -> list[Stage]:
         section = params.experiment(exp)
         for name in section.tuning_names():
             out.append(Stage(f"tune_{exp}_{name}", f"python -m pipeline tune {exp} {name} --out {tuning_file(exp, name)}",
-                             deps=[CODE] + tune_inputs(params, exp, name), outs=[tuning_file(exp, name)],
+                             deps=TRAIN_CODE + tune_inputs(params, exp, name), outs=[tuning_file(exp, name)],
                              params=common + [exp]))
         runs = []
         for variant in section.variant_names():
@@ -98,7 +110,7 @@ def stages(params: Params) -> list[Stage]:
             runs.append(target)
             out.append(Stage(f"train_{exp}_{variant}",
                              f"python -m pipeline train {exp} {variant} --seeds {seeds_arg(params)} --out {target}",
-                             deps=[CODE] + train_inputs(params, exp, variant), outs=[target],
+                             deps=TRAIN_CODE + train_inputs(params, exp, variant), outs=[target],
                              params=common + ["seeds", exp]))
         receipt = f"{TRACKING}/{exp}.json"
         receipts.append(receipt)
@@ -113,6 +125,38 @@ def stages(params: Params) -> list[Stage]:
                      deps=[f"{CODE}/analysis", TABLES, ANALYSIS], outs=[FIGURES], params=["profile", "analysis"]))
     out.append(Stage("report", f"python -m pipeline report --analysis {ANALYSIS} --figures {FIGURES} --out {REPORT}",
                      deps=[f"{CODE}/report", ANALYSIS, FIGURES] + receipts, outs=[REPORT], params=["profile", "analysis"]))
+    return out
+
+
+@functools.cache
+def _code_digest(path: str) -> str:
+    """sha256 of a code file, or of every file under a code directory (paths and contents; no bytecode)."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(
+        f for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _resolved(resolved: dict, key: str):
+    """The value of a dotted params key in `params.model_dump()` (the active profile's overrides merged in)."""
+    for part in key.split("."):
+        resolved = resolved[part]
+    return resolved
+
+
+def fingerprints(params: Params) -> dict[str, str]:
+    """Stage name -> digest of what the stage reads besides its data inputs: its params keys, resolved for the
+    active profile, and its code deps. The Snakefile's rules carry theirs as a param (see the module docstring)."""
+    resolved = params.model_dump(mode="json")
+    out = {}
+    for s in stages(params):
+        code = {d: _code_digest(d) for d in s.deps if d == CODE or d.startswith(CODE + "/")}
+        values = {k: _resolved(resolved, k) for k in s.params}
+        blob = json.dumps({"params": values, "code": code}, sort_keys=True)
+        out[s.name] = hashlib.sha256(blob.encode()).hexdigest()[:16]
     return out
 
 

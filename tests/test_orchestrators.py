@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -62,3 +64,31 @@ def test_dvc_sees_the_dag(root):
 def test_snakemake_lint(root):
     out = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], capture_output=True, text=True, cwd=root)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_snakemake_reruns_a_job_when_its_resolved_params_change(root, tmp_path):
+    """Snakemake sees files only: each rule's fingerprint param makes a profile switch (file key or
+    PIPELINE_PROFILE) or an edited params key rerun the jobs that read it, and nothing else."""
+    for name in ("Snakefile", "params.yaml"):
+        shutil.copy(root / name, tmp_path / name)
+    for name in ("workflow", "envs", "pipeline"):
+        shutil.copytree(root / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_PROFILE"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+
+    def snakemake(*args, **extra_env):
+        out = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *args, "data/prepared/ptb"],
+                             capture_output=True, text=True, cwd=tmp_path, env={**env, **extra_env})
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout + out.stderr
+
+    snakemake()  # the synthetic PTB of the smoke profile
+    assert "Nothing to be done" in snakemake("-n")
+    assert "Nothing to be done" not in snakemake("-n", PIPELINE_PROFILE="quick")
+    raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    raw["analysis"]["alpha"] = 0.01  # a key `prepare` does not read
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert "Nothing to be done" in snakemake("-n")
+    raw["data"]["synthetic"]["text"]["train_tokens"] += 1000  # one it reads
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert "rule prepare:" in snakemake("-n")

@@ -8,6 +8,8 @@ rule collect:
         directory("results/tables"),
     log:
         "logs/collect.log",
+    params:
+        fingerprint=fingerprint("collect"),
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -21,6 +23,8 @@ rule analyze:
         directory("results/analysis"),
     log:
         "logs/analyze.log",
+    params:
+        fingerprint=fingerprint("analyze"),
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -35,6 +39,8 @@ rule figures:
         report(directory("figures"), patterns=["{name}.png"], category="Figures"),
     log:
         "logs/figures.log",
+    params:
+        fingerprint=fingerprint("figures"),
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -50,6 +56,8 @@ rule report:
         directory("report"),
     log:
         "logs/report.log",
+    params:
+        fingerprint=fingerprint("report"),
     conda:
         "../envs/pipeline.yaml"
     shell:

@@ -1,6 +1,12 @@
 # Input functions of the rules: named, in one place; they ask pipeline.dag, which dvc.yaml is written from.
 
 
+def fingerprint(stage):
+    """A rule's `fingerprint` param: the dvc.yaml stage `stage` (a pattern over the wildcards) has its params and
+    code digested in pipeline.dag.fingerprints; Snakemake reruns a job whose recorded digest differs."""
+    return lambda wildcards: FINGERPRINTS[stage.format(**dict(wildcards.items()))]
+
+
 def train_inputs(wildcards):
     return dag.train_inputs(P, wildcards.experiment, wildcards.variant)
 

@@ -6,6 +6,8 @@ rule prepare:
         directory("data/prepared/{dataset}"),
     log:
         "logs/prepare/{dataset}.log",
+    params:
+        fingerprint=fingerprint("prepare_{dataset}"),
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -19,6 +21,8 @@ rule subsets:
         directory("data/subsets/{dataset}"),
     log:
         "logs/subsets/{dataset}.log",
+    params:
+        fingerprint=fingerprint("subsets_{dataset}"),
     conda:
         "../envs/pipeline.yaml"
     shell:

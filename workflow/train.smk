@@ -9,6 +9,8 @@ rule tune:
         "results/tuning/{experiment}/{name}.json",
     log:
         "logs/tune/{experiment}/{name}.log",
+    params:
+        fingerprint=fingerprint("tune_{experiment}_{name}"),
     threads: 1
     resources:
         gpu=1,
@@ -27,6 +29,7 @@ rule train:
         "logs/train/{experiment}/{variant}.log",
     params:
         seeds=SEEDS,
+        fingerprint=fingerprint("train_{experiment}_{variant}"),
     threads: 1
     resources:
         gpu=1,
@@ -43,6 +46,8 @@ rule track:
         "results/tracking/{experiment}.json",
     log:
         "logs/track/{experiment}.log",
+    params:
+        fingerprint=fingerprint("track_{experiment}"),
     conda:
         "../envs/pipeline.yaml"
     shell:
