@@ -123,7 +123,8 @@ def plot_speed_accuracy(ax, final: pl.DataFrame, families: dict[str, str], confi
     if never:
         text = textwrap.fill("never reached the target: " + ", ".join(never), width=110)
         ax.figure.supxlabel(text, fontsize=7, x=0.01, ha="left")  # laid out below the axes by the layout engine
-    ax.set_xlabel("training seconds to target (runs that reached it; mean ± t-CI)")
+    ax.set_xlim(left=0)  # a t-CI over 2-3 runs can reach below 0 s; time cannot
+    ax.set_xlabel("training seconds to target (runs that reached it; mean ± t-CI, cut at 0)")
     ax.set_ylabel("test accuracy (%) at the last epoch")
     return labels
 
