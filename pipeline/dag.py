@@ -8,9 +8,10 @@ not depend on the profile: the grid and every path are the same in smoke, quick 
 profile reruns stages but never changes the DAG.
 
 What reruns a stage: DVC hashes a stage's `deps` (data and code) and `params` keys itself. Snakemake sees only
-file inputs, so every rule carries its stage's `fingerprints(params)` entry as a Snakemake param: a digest of the stage's
-params keys as resolved for the active profile (so `PIPELINE_PROFILE` counts too) and of its code deps. When it
-differs from the one recorded at the last run, Snakemake reruns the job ("params changed"), as DVC would.
+file inputs, so every rule carries its stage's entry of `fingerprints(params)` as a Snakemake param: a digest of
+the stage's params keys as resolved for the active profile (so `PIPELINE_PROFILE` counts too) and of its code
+deps. When it differs from the one recorded at the last run, Snakemake reruns the job ("params have changed"),
+as DVC would.
 """
 from __future__ import annotations
 
