@@ -149,13 +149,48 @@ def _one_line(err: ValidationError, profile: str, source: str) -> str:
     return f"{source}: {path}: {msg} [profile {profile}]{tail}"
 
 
-def validate(raw: dict[str, Any], profile: str | None = None, source: str = "params.yaml") -> Params:
-    """Validate plain params data (e.g. Snakemake's `config`); `source` names the file in error messages."""
+def _check_references(params: Params, source: str) -> None:
+    """Every dataset and subset an experiment names exists in data.datasets and has a kind it can train on."""
+    for exp in EXPERIMENTS:
+        section = params.experiment(exp)
+        for key, dataset, subset in section.data_references():
+            where = f"{source}: {key}"
+            if dataset not in params.data.datasets:
+                raise ConfigError(f"{where}: {dataset!r} is not a key of data.datasets "
+                                  f"({', '.join(params.data.datasets)}) [profile {params.profile}]")
+            ds = params.data.datasets[dataset]
+            if ds.kind not in section.DATA_KINDS:
+                raise ConfigError(f"{where}: {dataset!r} is a {ds.kind} dataset; {exp} trains on "
+                                  f"{' or '.join(section.DATA_KINDS)} data [profile {params.profile}]")
+            if subset is not None and subset != "full" and subset not in ds.subsets:
+                known = ", ".join(dict.fromkeys(["full", *ds.subsets]))
+                raise ConfigError(f"{where}: subset {subset!r} is not in data.datasets.{dataset}.subsets ({known}) "
+                                  f"[profile {params.profile}]")
+
+
+def _validate_one(raw: dict[str, Any], profile: str | None, source: str) -> Params:
     resolved = resolve(raw, profile)
     try:
-        return Params.model_validate(resolved)
+        params = Params.model_validate(resolved)
     except ValidationError as err:
         raise ConfigError(_one_line(err, resolved["profile"], source)) from None
+    missing = [p for p in PROFILES if p not in params.profiles]
+    if missing:
+        raise ConfigError(f"{source}: profiles: {', '.join(missing)} missing (every profile needs its entry)")
+    _check_references(params, source)
+    return params
+
+
+def validate(raw: dict[str, Any], profile: str | None = None, source: str = "params.yaml") -> Params:
+    """Validate plain params data (e.g. Snakemake's `config`); `source` names the file in error messages.
+
+    Every profile is validated, not only the active one, so that a typo in the quick or paper overrides stops a
+    smoke run too, instead of surfacing hours later; the active profile's Params is returned."""
+    params = _validate_one(raw, profile, source)
+    for other in PROFILES:
+        if other != params.profile:
+            _validate_one(raw, other, source)
+    return params
 
 
 def load(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = None) -> Params:

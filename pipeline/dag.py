@@ -129,16 +129,25 @@ def stages(params: Params) -> list[Stage]:
     return out
 
 
+ROOT = Path(__file__).resolve().parents[1]  # the directory holding the package: code paths are relative to it
+
+
 @functools.cache
 def _code_digest(path: str) -> str:
-    """sha256 of a code file, or of every file under a code directory (paths and contents; no bytecode)."""
-    root = Path(path)
-    files = [root] if root.is_file() else sorted(
-        f for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
+    """sha256 of a code file, or of every file under a code directory (relative paths and contents; no bytecode)."""
+    top = ROOT / path
+    files = [top] if top.is_file() else sorted(
+        f for f in top.rglob("*") if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
     h = hashlib.sha256()
     for f in files:
-        h.update(f.as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def train_code_digest() -> str:
+    """One digest of the code every tuning and training job runs (TRAIN_CODE): part of a run's identity."""
+    blob = json.dumps({d: _code_digest(d) for d in TRAIN_CODE}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _resolved(resolved: dict, key: str):

@@ -10,8 +10,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from .errors import PipelineError
+
 LOCK_DIR = Path(os.environ.get("PIPELINE_GPU_LOCK_DIR", tempfile.gettempdir()))
 _held: list = []  # lock objects kept alive for the whole process
+
+
+class DeviceError(PipelineError, ValueError):
+    """A `--device` this machine cannot train on: one line naming it."""
 
 
 def _claim_gpu(count: int, wait_seconds: float = 24 * 3600) -> int:
@@ -37,9 +43,16 @@ def select_device(override: str | None = None):
     import torch
 
     if override:
-        device = torch.device(override)
+        try:
+            device = torch.device(override)
+        except RuntimeError:
+            raise DeviceError(f"--device {override}: not a device name (cpu, cuda, cuda:N)") from None
+        if device.type not in ("cpu", "cuda"):
+            raise DeviceError(f"--device {override}: the harness trains on cpu or cuda only")
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"--device {override}: CUDA is not available on this machine")
+            raise DeviceError(f"--device {override}: CUDA is not available on this machine")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {override}: this machine has {torch.cuda.device_count()} GPU(s)")
         return device
     if torch.cuda.is_available():
         count = torch.cuda.device_count()

@@ -6,7 +6,7 @@
 - Store: MLFLOW_TRACKING_URI, else params `tracking.uri`, else the embedded sqlite store `mlflow.db` at the
   repository root, so `mlflow ui --backend-store-uri sqlite:///mlflow.db` shows every run.
 - Identity: each MLflow run carries the tag `harness.run_key` = "<profile>/<experiment>/<variant>/seed<k>" and
-  `harness.content_hash` = sha256 of its three files. A sync skips runs whose hash is already there, replaces
+  `harness.content_hash` = sha256 of its three files, set only after everything else was logged. A sync skips runs whose hash is already there, replaces
   runs whose files changed (the old MLflow run is deleted, i.e. moved to MLflow's trash, not purged), and creates
   the rest: rerunning never duplicates. The profile (read from the run's metrics.json) is part of the key, so
   switching profiles, which rewrites results/runs, adds the new profile's runs and keeps the old ones in MLflow
@@ -26,9 +26,14 @@ from pathlib import Path
 from filelock import FileLock
 
 from .config import Params
+from .errors import PipelineError
 
 RUN_FILES = ("metrics.json", "history.csv", "config.json")
 MAX_PARAM_LENGTH = 500  # MLflow's limit on a param value
+
+
+class TrackingError(PipelineError, RuntimeError):
+    """Run files that cannot be synced: the message is one line naming the run directory."""
 
 
 def tracking_uri(params: Params | None = None) -> str:
@@ -64,11 +69,13 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 def run_dirs(runs_root: Path) -> list[Path]:
     """Every complete run directory (<variant>/seed<k> with all three files) under an experiment's runs."""
+    if not Path(runs_root).is_dir():
+        raise TrackingError(f"{runs_root}: no such runs directory; train the experiment first")
     found = []
     for d in sorted(Path(runs_root).glob("*/seed*")):
         missing = [f for f in RUN_FILES if not (d / f).exists()]
         if missing:
-            raise FileNotFoundError(f"{d}: incomplete run, missing {', '.join(missing)}")
+            raise TrackingError(f"{d}: incomplete run, missing {', '.join(missing)}; rerun its training job")
         found.append(d)
     return found
 
@@ -95,7 +102,7 @@ def _log_run(client, experiment_id: str, run_dir: Path, run_key: str, digest: st
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
-    tags = {"harness.run_key": run_key, "harness.content_hash": digest,
+    tags = {"harness.run_key": run_key,
             "experiment": metrics["experiment"], "variant": metrics["variant"], "method": metrics["method"],
             "dataset": metrics["dataset"], "subset": str(metrics["subset"]), "seed": str(metrics["seed"]),
             "profile": metrics["profile"], "diverged": str(metrics["diverged"]),
@@ -119,6 +126,8 @@ def _log_run(client, experiment_id: str, run_dir: Path, run_key: str, digest: st
         client.log_batch(run_id, metrics=all_metrics[i:i + 1000])
     for name in RUN_FILES:
         client.log_artifact(run_id, str(run_dir / name))
+    # the hash last: a sync killed before this line leaves a run without it, which the next sync replaces
+    client.set_tag(run_id, "harness.content_hash", digest)
     client.set_terminated(run_id, "FAILED" if metrics["diverged"] else "FINISHED")
     return run_id
 

@@ -188,6 +188,65 @@ def test_killed_run_resumes_bit_identical(raw_params, tmp_path, monkeypatch):
     assert other_seed["final"] != reference["final"]  # the comparison above is not vacuous
 
 
+def test_sigkilled_job_resumes_bit_identical(raw_params, tmp_path):
+    """A real kill: the training process gets SIGKILL right after its first checkpoint; the rerun resumes from it
+    and ends with the metrics of an uninterrupted run (timing aside)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    raw = tiny_raw(raw_params, tmp_path, epochs=30)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PIPELINE_PROFILE": "smoke", "PIPELINE_THREADS": "1"}
+
+    def train(out, ckpt):
+        return ["-m", "pipeline", "train", "block_size", "doubling", "--seeds", "0", "--out", str(tmp_path / out),
+                "--checkpoints", str(tmp_path / ckpt), "--device", "cpu", "--params", str(params_file)]
+
+    subprocess.run([sys.executable, *train("a", "ckpt_a")], check=True, env=env, capture_output=True)
+    job = subprocess.Popen([sys.executable, *train("b", "ckpt_b")], env=env, stderr=subprocess.PIPE, text=True)
+    ckpt_dir = tmp_path / "ckpt_b" / "block_size" / "doubling" / "seed0"
+    deadline = time.monotonic() + 120
+    while not any(ckpt_dir.glob("*.pt")) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert job.returncode == -signal.SIGKILL and not (tmp_path / "b" / "seed0" / "metrics.json").exists()
+    rerun = subprocess.run([sys.executable, *train("b", "ckpt_b")], check=True, env=env, capture_output=True, text=True)
+    assert "resumed block_size/doubling/seed0 after epoch" in rerun.stdout + rerun.stderr
+    a, b = (json.loads((tmp_path / d / "seed0" / "metrics.json").read_text()) for d in ("a", "b"))
+    timing = {"train_seconds", "seconds_to_target"}
+    assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(raw_params, tmp_path, capsys):
+    """The checkpoint key covers the data a run reads: after the prepared text changes, the rerun of a finished
+    run trains afresh on the new text instead of rewriting the old numbers."""
+    p = tiny_params(raw_params, tmp_path)
+    first = experiment.train(p, "fixed16", 0, tmp_path / "a", tmp_path / "ckpt", CPU)
+    write_tokens(tmp_path / "data" / "prepared" / "ptb", seed=1)  # another chain, same shapes
+    capsys.readouterr()
+    second = experiment.train(p, "fixed16", 0, tmp_path / "b", tmp_path / "ckpt", CPU)
+    assert "resumed" not in capsys.readouterr().out
+    assert second["final"] != first["final"]
+    config_b = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config_b["run"]["inputs"]["data"] and config_b["run"]["inputs"]["code"]
+    with pytest.raises(Exception, match="holds a finished run of another config"):
+        experiment.train(p, "fixed16", 0, tmp_path / "a", tmp_path / "ckpt", CPU)  # never overwritten silently
+
+
+def test_lm_loop_lowers_perplexity(raw_params, tmp_path):
+    """Through the real fit(): validation perplexity falls over the epochs and ends far below the vocabulary size
+    (24 words, 3 successors each: a perfect model reaches 3)."""
+    p = tiny_params(raw_params, tmp_path, epochs=4)
+    metrics = experiment.train(p, "fixed16", 0, tmp_path / "run", tmp_path / "ckpt", CPU)
+    ppl = [float(r["valid_ppl"]) for r in history(tmp_path / "run")]
+    assert ppl[-1] < ppl[0] and ppl[-1] < 12 and metrics["final"] < 12
+
+
 def test_planted_nan_gives_diverged_and_exit_0(raw_params, tmp_path, monkeypatch):
     raw = tiny_raw(raw_params, tmp_path)
     params_file = tmp_path / "params.yaml"

@@ -117,3 +117,36 @@ def test_cli_and_snakemake_refuse_bad_params(raw_params, tmp_path, root):
                            capture_output=True, text=True, cwd=root)
     assert snake.returncode != 0
     assert "seeds: List should have at least 1 item" in snake.stdout + snake.stderr
+
+
+# ---- references between sections, and the profiles that are not active ------------------------------------------
+@pytest.mark.parametrize("edit, expected", [
+    (lambda r: r["block_size"].update(dataset="nope"), "block_size.dataset: 'nope' is not a key of data.datasets"),
+    (lambda r: r["block_size"].update(dataset="cifar10"), "block_size.dataset: 'cifar10' is a cifar10 dataset"),
+    (lambda r: r["edba"]["datasets"]["cifar10"].update(subsets=["full", "p50"]),
+     "edba.datasets.cifar10.subsets: subset 'p50' is not in data.datasets.cifar10.subsets"),
+    (lambda r: r["optimizers"]["train"].update(subset="p50"), "optimizers.train.subset: subset 'p50'"),
+    (lambda r: r["growth"]["datasets"].update(ptb=r["growth"]["datasets"]["cifar10"]),
+     "growth.datasets.ptb: 'ptb' is a ptb dataset"),
+])
+def test_a_reference_to_a_missing_or_wrong_dataset_or_subset(raw_params, edit, expected):
+    edit(raw_params)
+    assert expected in error_for(raw_params)
+
+
+def test_a_typo_in_an_inactive_profile_stops_the_active_one_too(raw_params):
+    raw_params["block_size"]["profiles"]["quick"]["trian"] = {"epochs": 2}
+    message = error_for(raw_params, "smoke")
+    assert "block_size.trian: unknown key [profile quick]" in message
+
+
+def test_every_profile_needs_its_entry(raw_params):
+    del raw_params["profiles"]["quick"]
+    assert "profiles: quick missing" in error_for(raw_params, "smoke")
+
+
+def test_synthetic_defaults_are_the_values_of_params_yaml(raw_params):
+    """Deleting a key of data.synthetic must not silently change the smoke data: the schema defaults are the file's."""
+    from pipeline.schemas.data import Synthetic
+
+    assert Synthetic().model_dump() == raw_params["data"]["synthetic"]

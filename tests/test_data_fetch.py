@@ -145,7 +145,21 @@ def test_mirror_from_params_with_a_missing_file(raw_params, tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     p = params_for(raw_params, tmp_path, "http://127.0.0.1:9/none", sha256(GOOD), mirror=mirror)
-    with pytest.raises(DataError, match=f"{FILE}: not found in data mirror {mirror}$"):
+    with pytest.raises(DataError, match=f"{FILE}: not found in data mirror {mirror} "):
+        fetch.fetch(p, FILE)
+
+
+def test_mirror_root_with_a_folder_per_dataset(raw_params, tmp_path):
+    """A mirror root such as datasets/ (holding ptb/ptb.train.txt ...) is searched one folder deep; two copies of a
+    name are refused as ambiguous rather than one picked silently."""
+    mirror = tmp_path / "datasets"
+    (mirror / "ptb").mkdir(parents=True)
+    (mirror / "ptb" / FILE).write_bytes(GOOD)
+    p = params_for(raw_params, tmp_path, "http://127.0.0.1:9/none", sha256(GOOD), mirror=mirror)
+    assert fetch.fetch(p, FILE) == mirror / "ptb" / FILE
+    (mirror / "other").mkdir()
+    (mirror / "other" / FILE).write_bytes(GOOD)
+    with pytest.raises(DataError, match=f"{FILE}: ambiguous in data mirror"):
         fetch.fetch(p, FILE)
 
 

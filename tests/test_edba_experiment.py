@@ -144,11 +144,11 @@ def test_bad_settings_are_one_line_errors(raw_params, path, value, message):
 
 
 def test_unknown_subset_is_named_before_training(raw_params, data_root, tmp_path):
+    """A grid subset missing from data.datasets stops the params load, before any job (or checkpoint) exists."""
     raw = copy.deepcopy(raw_params)
     raw["data"]["datasets"]["cifar10"]["subsets"].pop("p1")
-    params = make_params(raw, data_root)
-    with pytest.raises(ValueError, match="'p1' is not a subset of cifar10"):
-        train(params, "edba-cifar10-p1", tmp_path)
+    with pytest.raises(ValueError, match="edba.datasets.cifar10.subsets: subset 'p1' is not in data.datasets.cifar10"):
+        make_params(raw, data_root)
     assert not (tmp_path / "ckpt-run").exists()
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pipeline import config
+from pipeline.data.fetch import DataError
 from pipeline.experiments import growth
 from pipeline.methods.growth import GrowthSchedule, schedule_flops
 from pipeline.models import build_model
@@ -217,5 +218,5 @@ def test_killed_run_resumes_bit_identical_across_growths(params, tmp_path, monke
 def test_real_data_is_refused_in_the_smoke_profile(params, tmp_path):
     meta = tmp_path / "data" / "prepared" / "cifar10" / "meta.json"
     meta.write_text(json.dumps({"classes": [f"c{i}" for i in range(10)], "synthetic": False}))
-    with pytest.raises(RuntimeError, match="holds real data"):
+    with pytest.raises(DataError, match="holds real data"):
         run(params, tmp_path, "grow_vt-cifar10")

@@ -92,3 +92,16 @@ def test_snakemake_reruns_a_job_when_its_resolved_params_change(root, tmp_path):
     raw["data"]["synthetic"]["text"]["train_tokens"] += 1000  # one it reads
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     assert "rule prepare:" in snakemake("-n")
+
+
+def test_conda_env_lists_the_projects_dependencies(root):
+    """envs/pipeline.yaml (snakemake --sdm conda) pins what pyproject.toml pins, minus the orchestrators, and
+    names no relative path (Snakemake builds the environment from a copy of the file elsewhere)."""
+    import tomllib
+
+    wanted = [d for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+              if not d.startswith(("snakemake", "dvc"))]
+    env = yaml.safe_load((root / "envs" / "pipeline.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pip == wanted
+    assert not any(p.startswith(("-e", ".")) for p in pip)

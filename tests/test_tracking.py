@@ -92,12 +92,34 @@ def test_another_profile_adds_runs_and_keeps_the_old_ones(tmp_path, raw_params, 
     assert by_profile == {"smoke": [0.5, 0.5], "quick": [0.8, 0.8]}
 
 
+def test_a_sync_killed_midway_is_replaced_by_the_next(tmp_path, raw_params, monkeypatch):
+    """A sync that dies while logging a run (here: its artifacts) leaves a half-logged MLflow run; the next sync
+    must not take it for the finished one but replace it with a complete run."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    params = config.validate(raw_params)
+    from mlflow.tracking import MlflowClient
+    from pipeline.tracking import sync_experiment
+
+    fake_run(tmp_path / "runs", "a", 0)
+    real = MlflowClient.log_artifact
+    monkeypatch.setattr(MlflowClient, "log_artifact", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError, match="killed"):
+        sync_experiment(params, "concurrency", tmp_path / "runs", tmp_path / "receipt.json")
+    monkeypatch.setattr(MlflowClient, "log_artifact", real)
+    again = sync_experiment(params, "concurrency", tmp_path / "runs", tmp_path / "receipt.json")
+    assert again[0]["new"] is True
+    runs = runs_in(uri, "concurrency")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].info.run_id == again[0]["run_id"]
+    assert len(MlflowClient(uri).list_artifacts(again[0]["run_id"])) == 3
+
+
 def test_incomplete_run_is_named(tmp_path, raw_params):
-    from pipeline.tracking import run_dirs
+    from pipeline.tracking import TrackingError, run_dirs
 
     d = fake_run(tmp_path / "runs", "a", 0)
     (d / "history.csv").unlink()
-    with pytest.raises(FileNotFoundError, match="seed0: incomplete run, missing history.csv"):
+    with pytest.raises(TrackingError, match="seed0: incomplete run, missing history.csv"):
         run_dirs(tmp_path / "runs")
 
 

@@ -1,7 +1,7 @@
 """Source files on local disk, checksum-verified: from a mirror directory or downloaded with pooch.
 
     params.data.sources[file] (url, "sha256:..."/"md5:...")
-        --mirror set-->  <mirror>/<file>, hash verified in place (nothing is copied)
+        --mirror set-->  <mirror>/<file> or <mirror>/<folder>/<file>, hash verified in place (nothing is copied)
         --otherwise-->   <data.root>/raw/<file>, downloaded by pooch to a temporary name in raw/ and renamed only
                          after the hash passed; a corrupt or truncated download is reported and fetched again
                          (data.download_retries times)
@@ -58,12 +58,17 @@ def fetch(params, file_name: str) -> Path:
 
 
 def from_mirror(mirror: Path, file_name: str, known_hash: str) -> Path:
-    """<mirror>/<file_name> after its checksum passed; a mirror is trusted for availability, never for content."""
-    path = Path(mirror) / file_name
-    if not path.is_file():
-        raise DataError(f"{file_name}: not found in data mirror {mirror}")
-    verify(path, known_hash)
-    return path
+    """<mirror>/<file_name>, or <mirror>/<folder>/<file_name> (a mirror root with a folder per dataset, such as
+    datasets/ptb/), after its checksum passed; a mirror is trusted for availability, never for content."""
+    mirror = Path(mirror)
+    flat = mirror / file_name
+    found = [flat] if flat.is_file() else sorted(p for p in mirror.glob(f"*/{file_name}") if p.is_file())
+    if not found:
+        raise DataError(f"{file_name}: not found in data mirror {mirror} (nor in a folder one level below it)")
+    if len(found) > 1:
+        raise DataError(f"{file_name}: ambiguous in data mirror {mirror}: {', '.join(str(p) for p in found)}")
+    verify(found[0], known_hash)
+    return found[0]
 
 
 def download(url: str, known_hash: str, dest_dir: Path, file_name: str, retries: int) -> Path:

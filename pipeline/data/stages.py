@@ -20,8 +20,8 @@ import numpy as np
 
 from . import cifar, fetch, imagefolder, ptb, subsets, synthetic
 from .fetch import DataError
+from ..schemas.base import IMAGE_KINDS
 
-IMAGE_KINDS = ("cifar10", "cifar100", "imagefolder")
 
 
 def dataset_config(params, name: str):
@@ -107,6 +107,8 @@ def write_subsets(params, name: str, prepared_dir: Path, out_dir: Path) -> None:
     if ds.kind not in IMAGE_KINDS:
         raise DataError(f"{name}: a {ds.kind} dataset has no training subsets")
     prepared_dir = Path(prepared_dir)
+    if not (prepared_dir / "meta.json").is_file():
+        raise DataError(f"{prepared_dir}: no prepared dataset here; run `python -m pipeline prepare {name}` first")
     meta = json.loads((prepared_dir / "meta.json").read_text(encoding="utf-8"))
     with np.load(prepared_dir / "train.npz") as f:
         labels = f["y"]

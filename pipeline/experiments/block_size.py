@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.fetch import DataError
 from ..methods.block_schedule import build_schedule
 from ..models.lstm_lm import LSTMConfig, LSTMLM, flops_per_token
 from ..schemas.block_size import BlockSize, Resolved, Train
@@ -69,7 +70,7 @@ def load_data(prepared: Path, train_tokens: int | None, device) -> dict[str, tor
     data = {split: lm.load_tokens(prepared, split, device) for split in ("train", "valid", "test")}
     if train_tokens is not None:
         if train_tokens > data["train"].numel():
-            raise ValueError(f"train.train_tokens {train_tokens} exceeds the {data['train'].numel()} training "
+            raise DataError(f"block_size.train.train_tokens: {train_tokens} exceeds the {data['train'].numel()} training "
                              f"tokens of {prepared}")
         data["train"] = data["train"][:train_tokens]
     return data
@@ -89,7 +90,8 @@ def train(params, variant: str, seed: int, run_dir: Path, checkpoint_root: Path,
     runner.check_data_kind(prepared, params.synthetic)
     spec = RunSpec(experiment=EXPERIMENT, variant=variant, seed=seed, profile=params.profile,
                    method=method_name(cfg), dataset=section.dataset, subset=None, metric=METRIC, mode=MODE,
-                   target=section.target.model_dump(), config=cfg.model_dump(mode="json"))
+                   target=section.target.model_dump(), config=cfg.model_dump(mode="json"),
+                   inputs=runner.input_digests(runner.prepared_files(prepared)))
     run = runner.start_run(spec, run_dir, checkpoint_root, device)  # seeds the global RNG (dropout)
 
     model_cfg = LSTMConfig(vocab_size=vocab_size(prepared), **cfg.model.model_dump())

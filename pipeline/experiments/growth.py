@@ -174,6 +174,7 @@ def fit(run, growing: Growing, data, loop: ImageLoop, seed_gens: dict) -> None:
                 growing.grow_to(growing.plan.stage_at(run.epoch), seed_gens["method"])
                 growing.update_multipliers()
             loop.forward_flops = conv_linear_flops(growing.model)  # at the current widths (not timed: bookkeeping)
+            lr = growing.optimizer.param_groups[0]["lr"]  # the epoch's first-step lr (the schedule moves it per step)
             with run.training():
                 stats = train_epoch(growing.model, growing, growing.scheduler, data, stream, policy, loop,
                                     seed_gens["augment"], seen)
@@ -183,7 +184,7 @@ def fit(run, growing: Growing, data, loop: ImageLoop, seed_gens: dict) -> None:
         totals = {"samples": totals["samples"] + stats["trained"], "flops": totals["flops"] + stats["flops"]}
         last = run.epoch + 1 == loop.epochs
         evaluated = evaluate(growing.model, data, loop.eval_batch) if last or (run.epoch + 1) % loop.eval_every == 0 else {}
-        row = {"train_loss": stats["train_loss"], **evaluated, "lr": growing.optimizer.param_groups[0]["lr"],
+        row = {"train_loss": stats["train_loss"], **evaluated, "lr": lr,
                "batch_size": stats["batch_size"], "steps": stats["steps"], "stage": growing.stage,
                "width": channels(growing.model.widths) / full,
                "params": sum(p.numel() for p in growing.model.parameters()), "epoch_flops": stats["flops"],

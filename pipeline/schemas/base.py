@@ -4,7 +4,7 @@ Every model forbids unknown keys, so a typo in params.yaml is an error, never a 
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +13,7 @@ NonNegInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+IMAGE_KINDS = ("cifar10", "cifar100", "imagefolder")  # data.datasets kinds with images (and training subsets)
 
 
 class Strict(BaseModel):
@@ -54,3 +55,11 @@ class ExperimentSection(Strict):
     def tuning_datasets(self, name: str) -> list[str]:
         """Datasets a tuning job reads."""
         return []
+
+    # the kinds of data.datasets entries the experiment can train on (image experiments; block_size: text)
+    DATA_KINDS: ClassVar[tuple[str, ...]] = IMAGE_KINDS
+
+    def data_references(self) -> list[tuple[str, str, str | None]]:
+        """(key path, dataset, subset or None) for every dataset and subset name the section refers to; the
+        params loader checks each against data.datasets before any job starts."""
+        raise NotImplementedError

@@ -15,7 +15,7 @@ A reference configuration is complete by itself (it inherits nothing), so it is 
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -179,6 +179,11 @@ class BlockSize(ExperimentSection):
 
     def variant_datasets(self, variant: str) -> list[str]:
         return [self.dataset]
+
+    DATA_KINDS: ClassVar[tuple[str, ...]] = ("ptb",)
+
+    def data_references(self) -> list[tuple[str, str, str | None]]:
+        return [("block_size.dataset", self.dataset, None)]
 
     def resolve(self, name: str) -> Resolved:
         """The complete configuration of a variant or reference; ValueError naming the key path when invalid."""

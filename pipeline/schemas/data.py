@@ -28,7 +28,7 @@ class Source(Strict):
 class Dataset(Strict):
     """A dataset the experiments train on. `files` name entries of `data.sources`."""
 
-    kind: Literal["ptb", "cifar10", "cifar100", "imagefolder"]
+    kind: Literal["ptb", "cifar10", "cifar100", "imagefolder"]  # image kinds: base.IMAGE_KINDS
     files: dict[str, str] = Field(default_factory=dict)  # role -> source file name (ptb: train/valid/test; cifar: archive)
     folder: str | None = None  # imagefolder only: a directory with train/<class>/*.png|jpg and test/<class>/*
     # Training subsets, name -> fraction of the training set (0 < f <= 1) or a whole number of samples (>= 2).
@@ -61,7 +61,7 @@ class SyntheticText(Strict):
     """PTB-like corpus sampled from a random sparse Markov chain (learnable, so perplexity visibly drops)."""
 
     vocab_size: PositiveInt = 200  # a few hundred types, like the issue asks; "<eos>" is one of them
-    train_tokens: PositiveInt = 30000  # about 10 s of LSTM training per epoch at smoke size
+    train_tokens: PositiveInt = 30000  # about a second of LSTM training per epoch at smoke size
     valid_tokens: PositiveInt = 3000
     test_tokens: PositiveInt = 3000
     successors: PositiveInt = 5  # each word is followed by one of this many words: entropy ~ log(5)
@@ -71,7 +71,7 @@ class SyntheticText(Strict):
 class SyntheticImages(Strict):
     """CIFAR-like images: a fixed random pattern per class plus Gaussian noise, uint8 N x 32 x 32 x 3."""
 
-    train_per_class: PositiveInt = 100  # 1,000 training images for 10 classes: tiny models learn it in seconds
+    train_per_class: PositiveInt = 200  # 2,000 training images for 10 classes: 10% and 100 samples differ
     test_per_class: PositiveInt = 30
     noise: PositiveFloat = 0.35  # noise std relative to pattern contrast: hard enough that accuracy is not 100% at once
     colour: float = Field(default=0.5, ge=0)  # std of a per-class mean colour: a cue tiny pooled CNNs learn in seconds

@@ -138,6 +138,10 @@ class Edba(ExperimentSection):
             raise ValueError(f"edba: unknown variant {variant!r}; known: {', '.join(self.variant_names())}")
         return parts[0], parts[1], parts[2]
 
+    def data_references(self) -> list[tuple[str, str, str | None]]:
+        return [(f"edba.datasets.{d}", d, None) for d in self.datasets] + [
+            (f"edba.datasets.{d}.subsets", d, s) for d, setup in self.datasets.items() for s in setup.subsets]
+
     def variant_datasets(self, variant: str) -> list[str]:
         return [self.split(variant)[1]]
 

@@ -133,6 +133,9 @@ class Growth(ExperimentSection):
     def variant_datasets(self, variant: str) -> list[str]:
         return [self.split(variant)[1]]
 
+    def data_references(self) -> list[tuple[str, str, str | None]]:
+        return [(f"growth.datasets.{d}", d, None) for d in self.datasets]
+
     def resolve(self, variant: str) -> Resolved:
         mode_name, dataset = self.split(variant)
         mode, setup = self.modes[mode_name], self.datasets[dataset]

@@ -127,6 +127,9 @@ class Optimizers(ExperimentSection):
     def variant_datasets(self, variant: str) -> list[str]:
         return [self.dataset]
 
+    def data_references(self) -> list[tuple[str, str, str | None]]:
+        return [("optimizers.dataset", self.dataset, None), ("optimizers.train.subset", self.dataset, self.train.subset)]
+
     def tuning_names(self) -> list[str]:
         """One tuning job per variant that tunes its own lr (no `lr_from`)."""
         return [name for name, v in self.variants.items() if v.lr_from is None]

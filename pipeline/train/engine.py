@@ -50,6 +50,7 @@ class RunSpec:
     mode: str  # "max" or "min"
     target: dict  # {"metric", "value", "mode"}: time-to-target threshold
     config: dict = field(default_factory=dict)  # the fully resolved experiment config of this variant
+    inputs: dict = field(default_factory=dict)  # sha256 of the data files read + the training code's digest
 
     def config_hash(self) -> str:
         blob = json.dumps({k: v for k, v in asdict(self).items()}, sort_keys=True, default=str)
@@ -73,17 +74,49 @@ def git_commit() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """True when tracked files differ from the commit (the commit alone then does not name the code run)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True, timeout=10)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# the libraries whose versions a run records (read from package metadata: nothing is imported)
+LIBRARIES = ("torch", "numpy", "pytorch-optimizer", "pydantic", "pyyaml")
+
+
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def environment(device) -> dict:
     import numpy
 
     return {
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
+        "libraries": library_versions(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if getattr(device, "type", "") == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        # CPU: deterministic kernels without the switch (see seeding.seed_global); CUDA: the switch, warn-only,
+        # since some kernels the models use (adaptive pooling's backward) have no deterministic CUDA version
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
         "hostname": platform.node(),
     }
 

@@ -213,6 +213,7 @@ def fit(run: Run, model, optimizer, scheduler, data: ImageData, policy, loop: Im
     if run.history:
         totals = {k: run.history[-1][k] for k in totals}
     while not run.done and run.epoch < loop.epochs:
+        lr = optimizer.param_groups[0]["lr"]  # the lr of the epoch's first step (schedules move it per step)
         try:
             with run.training():
                 stats = train_epoch(model, optimizer, scheduler, data, stream, policy, loop, aug_gen, seen)
@@ -222,7 +223,7 @@ def fit(run: Run, model, optimizer, scheduler, data: ImageData, policy, loop: Im
         totals = {"samples": totals["samples"] + stats["trained"], "flops": totals["flops"] + stats["flops"]}
         last = run.epoch + 1 == loop.epochs
         evaluated = evaluate(model, data, loop.eval_batch) if last or (run.epoch + 1) % loop.eval_every == 0 else {}
-        row = {"train_loss": stats["train_loss"], **evaluated, "lr": optimizer.param_groups[0]["lr"],
+        row = {"train_loss": stats["train_loss"], **evaluated, "lr": lr,
                "batch_size": stats["batch_size"], "steps": stats["steps"], **policy.epoch_stats(), **totals}
         run.end_epoch(row, objects, done=last)
     run.distinct_samples = int(seen.sum().item())

@@ -1,12 +1,18 @@
 """Start a run safely: refuse to overwrite finished results of another config, and check the data's kind.
 
 Experiment modules call `start_run(...)` and then a loop's `fit(...)`; `finish_run(...)` writes the run files.
+A run's identity (its config hash: checkpoint name, conflict check) includes `input_digests(...)`, the sha256 of
+every data file it reads and a digest of the training code, so that a checkpoint written before the data or the
+code changed is never resumed as if it were this run's.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from pathlib import Path
 
+from ..data.fetch import DataError
 from ..errors import PipelineError
 from .engine import Run, RunSpec, environment
 from ..seeding import generator, seed_global
@@ -29,6 +35,28 @@ def start_run(spec: RunSpec, run_dir: Path, checkpoint_root: Path, device, log=p
     return Run(spec, run_dir, ckpt, device, log=log)
 
 
+@functools.cache
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def input_digests(files: list[Path]) -> dict:
+    """{"data": {path: sha256}, "code": digest of the training code} for the files a run reads."""
+    from ..dag import train_code_digest
+
+    data = {}
+    for f in files:
+        st = Path(f).stat()
+        data[str(f)] = _file_sha256(str(f), st.st_mtime_ns, st.st_size)
+    return {"data": data, "code": train_code_digest()}
+
+
+def prepared_files(prepared_dir: Path) -> list[Path]:
+    """Every file of a prepared dataset directory (arrays, vocabulary, meta.json), in a stable order."""
+    return sorted(p for p in Path(prepared_dir).iterdir() if p.is_file())
+
+
 def finish_run(run: Run) -> dict:
     return run.finish(environment(run.device))
 
@@ -42,10 +70,10 @@ def check_data_kind(prepared_dir: Path, synthetic: bool) -> dict:
     """meta.json of a prepared dataset; a synthetic/real mismatch with the profile is a one-line error."""
     meta_file = Path(prepared_dir) / "meta.json"
     if not meta_file.exists():
-        raise FileNotFoundError(f"{meta_file}: missing; run `python -m pipeline prepare` for this dataset first")
+        raise DataError(f"{meta_file}: missing; run `python -m pipeline prepare` for this dataset first")
     meta = json.loads(meta_file.read_text())
     if bool(meta.get("synthetic")) != synthetic:
         kind = "synthetic" if meta.get("synthetic") else "real"
-        raise RuntimeError(f"{prepared_dir} holds {kind} data but the profile wants "
+        raise DataError(f"{prepared_dir} holds {kind} data but the profile wants "
                            f"{'synthetic' if synthetic else 'real'} data; rerun the prepare stage")
     return meta
