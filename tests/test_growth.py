@@ -8,7 +8,8 @@ from torch import nn
 
 from pipeline.methods.growth import (
     MODES, GrowthSchedule, build_model, carry_optimizer_state, extend_stage_masks, grow, growth_epochs,
-    initial_stage_masks, lr_multipliers, old_block, scaled_step, schedule_flops, stage_widths)
+    initial_stage_masks, lr_multipliers, old_block, scaled_step, stage_widths)
+from pipeline.models.flops import schedule_flops
 from pipeline.models.resnet import ResNet18, ResNet20
 from pipeline.models.vgg import VGG11
 

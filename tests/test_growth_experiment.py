@@ -13,7 +13,8 @@ import torch
 from pipeline import config
 from pipeline.data.fetch import DataError
 from pipeline.experiments import growth
-from pipeline.methods.growth import GrowthSchedule, schedule_flops
+from pipeline.methods.growth import GrowthSchedule
+from pipeline.models.flops import schedule_flops
 from pipeline.models import build_model
 from pipeline.models.flops import conv_linear_flops
 from pipeline.train import engine

@@ -114,3 +114,8 @@ def test_bootstrap_brackets_the_estimate():
 def test_ratio_interval_is_deterministic_for_constant_arms():
     r, lo, hi = stats.ratio_interval([2.0, 2.0, 2.0], [4.0, 4.0, 4.0], np.random.default_rng(0), resamples=500)
     assert (r, lo, hi) == (0.5, 0.5, 0.5)
+
+
+def test_mann_whitney_is_exact_with_ties_at_five_seeds():
+    # complete separation with ties: the exact two-sided p is the 5 vs 5 minimum 2 / C(10, 5) = 2 / 252
+    assert stats.mann_whitney([1.0] * 5, [2.0] * 5).p == pytest.approx(2 / 252)

@@ -283,6 +283,8 @@ def limits(final: pl.DataFrame, comparisons: pl.DataFrame, settings) -> dict:
             continue
         n1, n2 = int(cmp["n_method"].median()), int(cmp["n_baseline"].median())
         m = int(cmp["holm_m"][0])
+        if m == 0:  # every comparison has an empty arm (e.g. all runs of a variant diverged): no test possible
+            continue
         min_p = stats.min_mannwhitney_p(n1, n2)
         out[exp] = {"comparisons": m, "n_method": n1, "n_baseline": n2, "min_mannwhitney_p": min_p,
                     "holm_first_threshold": settings.alpha / m, "mannwhitney_can_reject": min_p <= settings.alpha / m,

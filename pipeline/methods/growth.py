@@ -13,7 +13,7 @@ fan-in grew; LR adaptation gives the parameters created at each growth stage the
     masks = extend_stage_masks(masks, new_model, step, stage=k)  the growth stage that created every entry
     multipliers = lr_multipliers(new_model, masks)             recompute at each growth and every epoch start
     scaled_step(optimizer, new_model, multipliers)             optimizer.step() with per-entry LR multipliers
-    schedule_flops(build, widths, epochs, samples)             training FLOPs of a schedule vs fixed full width
+    pipeline.models.flops.schedule_flops(build, widths, epochs, samples)   a schedule's training FLOPs
 
 Choices where the sources are silent are marked "our choice" with the reason; the report must say so.
 """
@@ -22,13 +22,10 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable
-
 import torch
 from torch import nn
 
 from pipeline.models import build_model  # noqa: F401  (re-exported: the growable models by name)
-from pipeline.models.flops import conv_linear_flops, train_flops
 
 # ---------------------------------------------------------------- configuration
 
@@ -353,20 +350,3 @@ def scaled_step(optimizer: torch.optim.Optimizer, model: nn.Module, multipliers:
     with torch.no_grad():
         for n, m in multipliers.items():
             params[n].copy_(torch.lerp(before[n], params[n], m))
-
-
-# ---------------------------------------------------------------- FLOPs
-
-def schedule_flops(build: Callable[[tuple[int, ...]], nn.Module], stage_widths: list[tuple[int, ...]],
-                   stage_epochs: list[int], samples_per_epoch: int,
-                   input_shape: tuple[int, ...] = (3, 32, 32)) -> dict:
-    """Analytic training FLOPs (3x forward per sample, pipeline.models.flops) of every stage of a schedule and
-    their total, against a fixed model at the last stage's widths for the same epochs. build(widths) -> model
-    (give it a seeded generator so the global RNG is left alone)."""
-    if len(stage_widths) != len(stage_epochs):
-        raise ValueError(f"{len(stage_widths)} stage widths but {len(stage_epochs)} stage lengths")
-    forward = [conv_linear_flops(build(tuple(w)), input_shape) for w in stage_widths]
-    stage = [train_flops(f, e * samples_per_epoch) for f, e in zip(forward, stage_epochs)]
-    full = train_flops(forward[-1], sum(stage_epochs) * samples_per_epoch)
-    return {"stage_forward_flops": forward, "stage_train_flops": stage, "total": sum(stage),
-            "full_width_total": full, "fraction": sum(stage) / full}

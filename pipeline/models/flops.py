@@ -2,6 +2,7 @@
 
     conv_linear_flops(preresnet(56, 10)) -> forward FLOPs of one 3x32x32 image (an int)
     train_flops(forward_flops, samples)  -> training FLOPs of `samples` samples
+    schedule_flops(build, stage_widths, stage_epochs, samples_per_epoch)  -> a growth schedule's FLOPs vs full width
 
 Counted: every nn.Conv2d and nn.Linear call, one multiply-add = 2 FLOPs, plus 1 FLOP per output element for a
 bias. Ignored, because they are a few percent of a conv net's cost and have no agreed count: BatchNorm, ReLU,
@@ -9,6 +10,8 @@ pooling, residual additions, softmax/loss. The numbers are comparable across met
 convention everywhere), not against profiler counts.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -68,3 +71,18 @@ def conv_linear_flops(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 3
 def train_flops(forward_flops: int, samples: int) -> int:
     """Training FLOPs of `samples` samples (or tokens) at `forward_flops` each: 3x forward per sample."""
     return int(TRAIN_TO_FORWARD * forward_flops * samples)
+
+
+def schedule_flops(build: Callable[[tuple[int, ...]], nn.Module], stage_widths: list[tuple[int, ...]],
+                   stage_epochs: list[int], samples_per_epoch: int,
+                   input_shape: tuple[int, ...] = (3, 32, 32)) -> dict:
+    """Analytic training FLOPs (3x forward per sample, pipeline.models.flops) of every stage of a schedule and
+    their total, against a fixed model at the last stage's widths for the same epochs. build(widths) -> model
+    (give it a seeded generator so the global RNG is left alone)."""
+    if len(stage_widths) != len(stage_epochs):
+        raise ValueError(f"{len(stage_widths)} stage widths but {len(stage_epochs)} stage lengths")
+    forward = [conv_linear_flops(build(tuple(w)), input_shape) for w in stage_widths]
+    stage = [train_flops(f, e * samples_per_epoch) for f, e in zip(forward, stage_epochs)]
+    full = train_flops(forward[-1], sum(stage_epochs) * samples_per_epoch)
+    return {"stage_forward_flops": forward, "stage_train_flops": stage, "total": sum(stage),
+            "full_width_total": full, "fraction": sum(stage) / full}
