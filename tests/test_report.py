@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.analysis.collect import collect
 from pipeline.analysis.figures import FIGURES, figures
-from pipeline.analysis.tables import analyze
-from pipeline.report.render import render
+from pipeline.analysis.tables import analyze, limits
+from pipeline.report.render import limits_text, render
 from pipeline.schemas.analysis import Analysis
 from test_collect import write_run
 
@@ -163,3 +163,13 @@ def test_analysis_is_deterministic(tmp_path):
     assert (tmp_path / "a1" / "comparisons.csv").read_text() == (tmp_path / "a2" / "comparisons.csv").read_text()
     verdicts = pl.read_csv(tmp_path / "a1" / "claims.csv")["verdict"].to_list()
     assert all(v in ("not comparable (profile quick)", "not tested") for v in verdicts)
+
+
+def test_an_experiment_without_any_possible_test_is_reported_not_a_crash():
+    comparisons = pl.DataFrame({"experiment": ["block_size"], "quantity": ["final"], "n_method": [0],
+                                "n_baseline": [5], "holm_m": [0]})  # every run of the method diverged
+    settings = SimpleNamespace(alpha=0.05, power=0.8)
+    lim = limits(pl.DataFrame(), comparisons, settings)
+    assert lim["block_size"]["comparisons"] == 0
+    (line,) = limits_text({"settings": {"alpha": 0.05, "power": 0.8}, "limits": lim})
+    assert line.startswith("block_size: no test possible")

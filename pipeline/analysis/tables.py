@@ -284,6 +284,7 @@ def limits(final: pl.DataFrame, comparisons: pl.DataFrame, settings) -> dict:
         n1, n2 = int(cmp["n_method"].median()), int(cmp["n_baseline"].median())
         m = int(cmp["holm_m"][0])
         if m == 0:  # every comparison has an empty arm (e.g. all runs of a variant diverged): no test possible
+            out[exp] = {"comparisons": 0, "n_method": n1, "n_baseline": n2}
             continue
         min_p = stats.min_mannwhitney_p(n1, n2)
         out[exp] = {"comparisons": m, "n_method": n1, "n_baseline": n2, "min_mannwhitney_p": min_p,

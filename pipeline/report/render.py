@@ -55,6 +55,10 @@ def limits_text(meta: dict) -> list[str]:
     s = meta["settings"]
     lines = []
     for exp, lim in meta["limits"].items():
+        if lim["comparisons"] == 0:
+            lines.append(f"{exp}: no test possible: every comparison has an arm without finished runs "
+                         f"(typically {lim['n_method']} vs {lim['n_baseline']}; diverged runs are counted in the tables).")
+            continue
         reach = ("can reject" if lim["mannwhitney_can_reject"] else
                  "can NEVER reject, whatever the data (its smallest p is above the threshold)")
         lines.append(
