@@ -7,12 +7,14 @@ from pipeline import config as harness, dag
 
 
 configfile: "params.yaml"
+report: "workflow/report/workflow.rst"
 
 
 try:
     P = harness.validate(config, os.environ.get("PIPELINE_PROFILE"))  # the profile the jobs will see
 except harness.ConfigError as err:
     raise WorkflowError(str(err)) from None
+config["profile"] = P.profile  # PIPELINE_PROFILE may override the file: the report captions name the active one
 SEEDS = dag.seeds_arg(P)
 FINGERPRINTS = dag.fingerprints(P)  # stage -> digest of its resolved params and code: a change reruns the job
 

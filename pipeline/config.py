@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from .schemas.base import NonNegInt, PositiveInt, Strict
+from .schemas.base import NonNegInt, Strict
 from .schemas.block_size import BlockSize
 from .schemas.data import Data
 from .schemas.edba import Edba

@@ -98,7 +98,7 @@ def _history_metrics(run_dir: Path, timestamp: int):
 
 
 def _log_run(client, experiment_id: str, run_dir: Path, run_key: str, digest: str) -> str:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())

@@ -75,8 +75,11 @@ def test_section_resolves_variants_and_keeps_references_out_of_the_grid(raw_para
         assert (doubling.b0, doubling.every, doubling.max_block) == (s.schedule_defaults.b0,
                                                                      s.schedule_defaults.every,
                                                                      s.schedule_defaults.max_block)
-        assert s.resolve("doubling_sum").train.loss_reduction == "sum_over_block"
-        assert s.resolve("doubling").train.loss_reduction == "mean"
+        summed = s.resolve("doubling_sum").train
+        assert (summed.lr_block_scaling, summed.loss_reduction, summed.optimizer) == ("linear", "mean", "adam")
+        for plain in ("fixed16", "doubling", "fixed256", "linear", "plateau"):
+            t = s.resolve(plain).train
+            assert (t.lr_block_scaling, t.loss_reduction) == ("none", "mean"), plain
         z = s.resolve("zaremba_small")  # the same in every profile
         assert (z.model.hidden_size, z.train.batch_size, z.train.epochs, z.schedule.block) == (200, 20, 13, 20)
     paper = config.validate(raw_params, "paper").block_size.resolve("doubling")
@@ -164,9 +167,10 @@ def test_each_epoch_uses_the_schedules_block(raw_params, tmp_path):
     assert used == [16, 16, 32]  # plateau: the first epoch sets the best loss, the second is bad -> grow
 
 
-def test_killed_run_resumes_bit_identical(raw_params, tmp_path, monkeypatch):
+@pytest.mark.parametrize("variant", ["doubling", "doubling_sum"])  # doubling_sum: the checkpoint holds the base lr
+def test_killed_run_resumes_bit_identical(raw_params, tmp_path, monkeypatch, variant):
     p = tiny_params(raw_params, tmp_path)
-    reference = experiment.train(p, "doubling", 3, tmp_path / "a", tmp_path / "ckpt_a", CPU)
+    reference = experiment.train(p, variant, 3, tmp_path / "a", tmp_path / "ckpt_a", CPU)
     real_end_epoch = engine.Run.end_epoch
 
     def end_epoch_then_die(self, row, objects, done=False):
@@ -176,15 +180,15 @@ def test_killed_run_resumes_bit_identical(raw_params, tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine.Run, "end_epoch", end_epoch_then_die)
     with pytest.raises(KeyboardInterrupt):
-        experiment.train(p, "doubling", 3, tmp_path / "b", tmp_path / "ckpt_b", CPU)
+        experiment.train(p, variant, 3, tmp_path / "b", tmp_path / "ckpt_b", CPU)
     assert not (tmp_path / "b" / "metrics.json").exists()
     monkeypatch.setattr(engine.Run, "end_epoch", real_end_epoch)
-    resumed = experiment.train(p, "doubling", 3, tmp_path / "b", tmp_path / "ckpt_b", CPU)
+    resumed = experiment.train(p, variant, 3, tmp_path / "b", tmp_path / "ckpt_b", CPU)
     timing = {"train_seconds", "seconds_to_target"}
     assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in reference.items() if k not in timing}
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
     assert strip(history(tmp_path / "b")) == strip(history(tmp_path / "a"))
-    other_seed = experiment.train(p, "doubling", 4, tmp_path / "c", tmp_path / "ckpt_c", CPU)
+    other_seed = experiment.train(p, variant, 4, tmp_path / "c", tmp_path / "ckpt_c", CPU)
     assert other_seed["final"] != reference["final"]  # the comparison above is not vacuous
 
 
@@ -314,18 +318,76 @@ def test_hidden_state_is_carried_across_blocks_and_reset_each_epoch():
         assert torch.equal(torch.cat([c["x"] for c in calls]), source[:-1])  # every row once, in order
 
 
+class Bigram(nn.Module):
+    """A model without state (logits depend on the current token only): batched and unbatched scores must agree."""
+
+    def __init__(self, vocab, seed=0):
+        super().__init__()
+        self.table = nn.Embedding(vocab, vocab)
+        nn.init.normal_(self.table.weight, generator=torch.Generator().manual_seed(seed))
+
+    def init_hidden(self, batch_size):
+        return (torch.zeros(1, batch_size, 1),)
+
+    def forward(self, x, hidden):
+        return self.table(x), hidden
+
+
+def scored_targets(monkeypatch):
+    """Record the target ids that evaluate() scores (ignore_index skipped)."""
+    real_ce, seen = F.cross_entropy, []
+
+    def recording(logits, target, **kwargs):
+        seen.extend(target[target != kwargs.get("ignore_index", -100)].tolist())
+        return real_ce(logits, target, **kwargs)
+
+    monkeypatch.setattr(lm.F, "cross_entropy", recording)
+    return seen
+
+
+def test_eval_streams_overlap_by_one_token_as_drawn():
+    source = lm.eval_streams(torch.arange(14), 4)  # the docstring's a .. n
+    P = lm.PAD
+    assert source.t().tolist() == [[0, 1, 2, 3, 4], [4, 5, 6, 7, P], [7, 8, 9, 10, P], [10, 11, 12, 13, P]]
+    assert lm.eval_streams(torch.arange(3), 10)[:, :3].t().tolist() == [[0, 1], [1, 2], [2, P]]  # empty streams
+    with pytest.raises(ValueError, match="too few"):
+        lm.eval_streams(torch.arange(1), 10)
+
+
+@pytest.mark.parametrize("n", [333, 331, 12])  # 333 = 33 x 10 + 3, 331 - 1 = 33 x 10, 12: 11 targets for 10 streams
 @pytest.mark.parametrize("block", [1, 7, 35, 1000])
-def test_evaluation_scores_every_target_token_exactly_once(block):
+def test_evaluation_scores_every_token_after_the_first_exactly_once(n, block, monkeypatch):
+    """Token ids = positions, so the scored targets are the scored positions: exactly 1 .. N-1, each once."""
+    seen = scored_targets(monkeypatch)
+    model = Bigram(vocab=n)
+    tokens = torch.arange(n)
+    result = lm.evaluate(model, lm.eval_streams(tokens, 10), block)
+    assert result["tokens"] == n - 1
+    assert sorted(seen) == list(range(1, n))  # every position after the first, none twice, none dropped
+    with torch.no_grad():  # a stateless model: the batched score is exactly the one-long-sequence score
+        nll = F.cross_entropy(model.table(tokens[:-1]), tokens[1:], reduction="sum").item()
+    assert result["loss"] * result["tokens"] == pytest.approx(nll, rel=1e-6)
+    assert result["ppl"] == pytest.approx(math.exp(nll / (n - 1)), rel=1e-6)
+
+
+@pytest.mark.parametrize("block", [1, 7, 35, 1000])
+def test_evaluation_of_a_stateful_model_is_each_stream_read_alone(block):
+    """With carried (h, c), "equal" means: the batched score is the sum over the streams of each stream read in
+    one forward pass from a zero state -- the state carries across chunks and is reset only at stream starts,
+    so the chunk length does not matter. (It differs from a single one-stream pass by the 9 resets.)"""
     stream = torch.randint(0, 24, (333,), generator=torch.Generator().manual_seed(1))
-    source = lm.batchify(stream, 10)  # [33, 10]: 3 tokens dropped, the first row is never a target
-    spy = Spy(tiny_model())
-    result = lm.evaluate(spy, source, block)
-    assert result["tokens"] == 32 * 10 == source[1:].numel()
-    assert torch.equal(torch.cat([c["x"] for c in spy.calls]), source[:-1])
-    with torch.no_grad():  # one forward over the whole stream: the same mean loss whatever the block
-        logits, _ = spy.inner(source[:-1])
-        nll = F.cross_entropy(logits.reshape(-1, 24), source[1:].reshape(-1), reduction="mean").item()
-    assert result["loss"] == pytest.approx(nll, rel=1e-5) and result["ppl"] == pytest.approx(math.exp(nll), rel=1e-5)
+    model = tiny_model()
+    source = lm.eval_streams(stream, 10)
+    result = lm.evaluate(model, source, block)
+    nll, start = 0.0, 0
+    with torch.no_grad():
+        for length in [34, 34] + [33] * 8:  # 332 targets over 10 streams
+            piece = stream[start: start + length + 1, None]  # its targets plus the token before them
+            logits, _ = model(piece[:-1])
+            nll += F.cross_entropy(logits.reshape(-1, 24), piece[1:].reshape(-1), reduction="sum").item()
+            start += length
+    assert start == 332 and result["tokens"] == 332
+    assert result["loss"] * result["tokens"] == pytest.approx(nll, rel=1e-5)
 
 
 def test_summed_loss_scales_the_sgd_step_by_the_block():
@@ -340,3 +402,81 @@ def test_summed_loss_scales_the_sgd_step_by_the_block():
         steps[reduction] = [p.detach() - b for p, b in zip(model.parameters(), before)]
     for mean_step, sum_step in zip(steps["mean"], steps["sum_over_block"]):
         assert torch.allclose(sum_step, 11 * mean_step, rtol=1e-4, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------- doubling_sum's step
+def one_step_change(cfg, block, seed=5):
+    """Parameter change after one training step at `block` from fixed weights and text, built as the experiment
+    builds a run (optimizer, loop) from the resolved config `cfg`; also the lr the optimizer holds afterwards."""
+    model = tiny_model(seed=seed)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = experiment.build_optimizer(cfg.train, model)
+    source = lm.batchify(torch.randint(0, 24, (2 * (block + 1),), generator=torch.Generator().manual_seed(3)), 2)
+    lm.train_epoch(model, source, block, optimizer, experiment.build_loop(cfg.train))  # exactly one block
+    change = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+    return change, optimizer.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("profile", ["paper", "smoke"])
+def test_doubling_sum_step_grows_with_the_block_under_the_configured_optimizer(raw_params, profile):
+    """The resolved doubling_sum (Adam, clip 0.25, as params.yaml has it): at block 16 its step is the plain
+    variants' step; at 32 it is twice theirs, at 64 four times. The plain variants' step does not depend on the
+    variant, and the optimizer's lr is the base lr again after the epoch (what the LR scheduler sees)."""
+    s = config.validate(raw_params, profile).block_size
+    assert s.resolve("doubling_sum").train.optimizer == "adam" and s.resolve("doubling_sum").train.clip_grad_norm
+    base_lr = s.resolve("doubling").train.lr
+    for block, factor in ((16, 1.0), (32, 2.0), (64, 4.0)):
+        plain, lr_after = one_step_change(s.resolve("doubling"), block)
+        assert lr_after == base_lr
+        for name in ("fixed16", "fixed256", "linear", "plateau"):  # untouched: the same step as doubling
+            assert torch.equal(one_step_change(s.resolve(name), block)[0], plain), name
+        summed, lr_after = one_step_change(s.resolve("doubling_sum"), block)
+        assert lr_after == base_lr  # restored: the scheduler and the checkpoint see the unscaled lr
+        assert torch.allclose(summed, factor * plain, rtol=1e-5, atol=1e-7)  # atol: float32 rounding of p - p0
+        assert summed.norm() / plain.norm() == pytest.approx(factor, rel=1e-5)
+
+
+def test_block_scaled_lr_composes_with_the_plateau_scheduler(raw_params, tmp_path):
+    """Through the real fit(): ReduceLROnPlateau acts on the base lr and the row's lr is base x block / 16.
+    Every epoch after the first is "bad" (threshold 100 nats, patience 0), so the base lr halves from epoch 2."""
+    plateau = {"kind": "plateau", "factor": 0.5, "patience": 0, "threshold": 100.0, "min_lr": 0.0}
+    p = tiny_params(raw_params, tmp_path, lr_schedule=plateau)
+    lrs = {}
+    for variant in ("doubling", "doubling_sum"):
+        experiment.train(p, variant, 0, tmp_path / variant, tmp_path / "ckpt", CPU)
+        lrs[variant] = [float(r["lr"]) for r in history(tmp_path / variant)]
+        assert [int(r["block_size"]) for r in history(tmp_path / variant)] == [16, 32, 64]
+    base = p.block_size.resolve("doubling").train.lr
+    assert lrs["doubling"] == pytest.approx([base, base, base / 2])
+    assert lrs["doubling_sum"] == pytest.approx([base, 2 * base, 4 * base / 2])
+
+
+def test_plateau_min_lr_floors_the_base_lr(raw_params, tmp_path):
+    plateau = {"kind": "plateau", "factor": 0.5, "patience": 0, "threshold": 100.0, "min_lr": 0.008}
+    p = tiny_params(raw_params, tmp_path, lr_schedule=plateau, epochs=4, lr=0.01)
+    experiment.train(p, "fixed16", 0, tmp_path / "run", tmp_path / "ckpt", CPU)
+    assert [float(r["lr"]) for r in history(tmp_path / "run")] == pytest.approx([0.01, 0.01, 0.008, 0.008])
+
+
+def test_adam_betas_and_eps_come_from_params(raw_params, root):
+    raw_params["block_size"]["train"].update(adam_betas=[0.8, 0.95], adam_eps=1e-6)
+    cfg = config.validate(raw_params, "paper").block_size.resolve("doubling")
+    group = experiment.build_optimizer(cfg.train, tiny_model()).param_groups[0]
+    assert (group["betas"], group["eps"]) == ((0.8, 0.95), 1e-6)
+    default = config.validate(yaml.safe_load((root / "params.yaml").read_text()), "paper")
+    group = experiment.build_optimizer(default.block_size.resolve("doubling").train, tiny_model()).param_groups[0]
+    assert (group["betas"], group["eps"]) == ((0.9, 0.999), 1e-8)  # params.yaml: torch's defaults
+
+
+def test_summed_loss_under_adam_or_twice_scaled_is_refused_naming_the_key(raw_params):
+    raw_params["block_size"]["variants"]["doubling_sum"]["train"] = {"loss_reduction": "sum_over_block"}
+    with pytest.raises(config.ConfigError, match=r"variants\.doubling_sum: train: loss_reduction sum_over_block is "
+                                                 r"inert under adam"):
+        config.validate(raw_params, "paper")
+    raw_params["block_size"]["variants"]["doubling_sum"]["train"] = {
+        "loss_reduction": "sum_over_block", "optimizer": "sgd", "lr_block_scaling": "linear"}
+    with pytest.raises(config.ConfigError, match="both scale the step by the block; choose one"):
+        config.validate(raw_params, "paper")
+    raw_params["block_size"]["variants"]["doubling_sum"]["train"] = {"loss_reduction": "sum_over_block",
+                                                                     "optimizer": "sgd"}
+    config.validate(raw_params, "paper")  # the SGD (Zaremba) meaning stays available

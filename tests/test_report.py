@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -173,3 +174,14 @@ def test_an_experiment_without_any_possible_test_is_reported_not_a_crash():
     assert lim["block_size"]["comparisons"] == 0
     (line,) = limits_text({"settings": {"alpha": 0.05, "power": 0.8}, "limits": lim})
     assert line.startswith("block_size: no test possible")
+
+
+def test_a_missing_pdf_is_not_linked(smoke, tmp_path):
+    figs = tmp_path / "figures"
+    shutil.copytree(smoke["figures"], figs)
+    (figs / f"{next(iter(FIGURES))}.pdf").unlink()
+    render(smoke["analysis"], figs, tmp_path / "report", params("smoke", True))
+    html = (tmp_path / "report" / "index.html").read_text()
+    for link in re.findall(r'(?:src|href)="([^"#][^"]*)"', html):
+        assert (tmp_path / "report" / link).is_file(), link
+    assert html.count("(no PDF)") == 1

@@ -20,7 +20,8 @@ rule analyze:
     input:
         "results/tables",
     output:
-        directory("results/analysis"),
+        report(directory("results/analysis"), patterns=["{name}.csv", "tables/{name}.csv"],
+               caption="report/tables.rst", category="Tables"),
     log:
         "logs/analyze.log",
     params:
@@ -36,7 +37,7 @@ rule figures:
         tables="results/tables",
         analysis="results/analysis",
     output:
-        report(directory("figures"), patterns=["{name}.png"], category="Figures"),
+        report(directory("figures"), patterns=["{name}.png"], caption="report/figures.rst", category="Figures"),
     log:
         "logs/figures.log",
     params:
@@ -53,7 +54,7 @@ rule report:
         figures="figures",
         receipts=receipts,
     output:
-        directory("report"),
+        report(directory("report"), patterns=["index.html"], caption="report/report.rst", category="Report"),
     log:
         "logs/report.log",
     params:

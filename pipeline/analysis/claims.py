@@ -1,135 +1,53 @@
-"""The claims ledger (claims.yaml), per-comparison tests and per-claim verdicts, from the final run table.
+"""Per-comparison tests and per-claim verdicts, from the final run table and the ledger (claims.yaml, ledger.py).
 
     final (collect.py) + claims.yaml --compare()-------> comparisons  [comparison x quantity], Holm per family
                                      --judge_claims()--> claims       [claim]: claimed vs reproduced, verdict
 
-Diverged runs are excluded from every mean and test and counted in n_diverged; runs that never reached the
-target have no seconds_to_target and are counted in n_missing. Both counts travel into every table.
+Diverged runs are excluded from every mean and test and counted in n_diverged. Runs that never reached the target
+have no seconds_to_target / epochs_to_target: they are counted in n_missing and, being censored (slower than any
+run that reached it), enter the rank-based Mann-Whitney test and P(improve) as +inf; means, Welch and Hedges' g
+use the runs that reached it. A comparison with such runs is `censored`, and its direction (`better`) and the
+p the verdicts use are then P(improve) and Mann-Whitney's. Both counts travel into every table.
 
 Verdict rules (the `verdict` column; `reason` says which rule fired). Applied in this order:
  1. not comparable (profile P): the runs were trained under smoke or quick (or on synthetic data). Numbers are
     shown, but a reduced-scale run never reproduces or refutes a paper's setting.
  2. not tested: a `note` claim: the harness has no quantity that tests it (the reason is printed).
  3. inconclusive: no runs match (or they are judged on another metric than the claim's); a name matches several
-    variants; any run of an arm involved diverged; an arm has fewer than `analysis.min_runs` usable runs; or no
+    variants or several (dataset, subset) comparisons; any run of an arm involved diverged; an arm has fewer than
+    `analysis.min_runs` usable runs; a mean time-to-target with runs that never reached the target; or no
     interval can be formed (a ratio over a zero mean).
  4. value and ratio claims (a mean, or a ratio of means, in the paper's unit; 95% t-CI of the mean over seeds,
-    or the seeded percentile-bootstrap CI of the ratio):
-      not reproduced  the claimed value (or the claimed range for "about" claims) lies outside our CI;
-      inconclusive    it lies inside, but our CI's half-width exceeds the unit's max_halfwidth (claims.yaml);
-      reproduced      it lies inside a CI no wider than that.
+    or the seeded percentile-bootstrap CI of the ratio). A value the paper gives with its spread (claimed_sd, or
+    claimed_ci, over claimed_n runs) is tested against it with Welch's test from the paper's summary statistics:
+      not reproduced  Welch p < alpha (with a spread); else the claimed value (or the claimed range for "about"
+                      claims) lies outside our CI;
+      inconclusive    not rejected, but our CI's half-width exceeds the unit's max_halfwidth (claims.yaml);
+      reproduced      not rejected, with a CI no wider than that.
  5. better claims ("A beats B" on a quantity, direction from the metric's mode):
-      not reproduced  our mean difference points the other way (the p-value is shown so a reader sees whether
-                      the reversal is itself significant);
-      inconclusive    same direction, but the Holm-adjusted Welch p >= alpha;
-      reproduced      same direction and Holm-adjusted Welch p < alpha.
+      not reproduced  the difference points the other way and that reversal is significant (Holm-adjusted p < alpha);
+      inconclusive    either direction without a significant difference (the reason says which way it points);
+      reproduced      same direction and Holm-adjusted p < alpha.
  6. best claims ("A is the best of its family"):
-      not reproduced  another variant of the family has a better mean;
-      inconclusive    A has the best mean but is not significantly better (Holm-adjusted Welch) than every other;
+      not reproduced  another variant has a better mean and is significantly better than A;
+      inconclusive    A has the best mean but is not significantly better than every other, or another variant
+                      has a better mean without a significant difference;
       reproduced      A has the best mean and every comparison with it is significant.
-The Welch p comes from the experiment's comparisons (Holm over every comparison of that experiment and quantity);
-a claimed pair outside the configured comparisons is tested alone (unadjusted) and the reason says so.
+The p of rules 5-6 is Welch's (Mann-Whitney's for a censored comparison), Holm-adjusted over every comparison of
+the experiment and quantity; a claimed pair outside the configured comparisons is tested alone (unadjusted) and
+the reason says so. Value-claim p-values (rule 4) are per claim, not adjusted.
 """
 from __future__ import annotations
 
 import fnmatch
 import math
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import polars as pl
-import yaml
-from pydantic import ValidationError, model_validator
 
-from ..schemas.base import Strict
 from ..seeding import rng
 from . import stats
-
-LEDGER = Path(__file__).with_name("claims.yaml")
-# quantity -> direction; None: the run's own mode (max for accuracy, min for perplexity)
-QUANTITIES = {"final": None, "best": None, "seconds_to_target": "min", "epochs_to_target": "min",
-              "train_seconds": "min", "train_flops": "min"}
-
-
-# ---- the ledger ---------------------------------------------------------------------------------------------------
-class Unit(Strict):
-    scale: float  # harness value x scale = the paper's unit (fractions -> %)
-    label: str
-    max_halfwidth: float | None = None  # widest CI half-width (paper units) that may "reproduce" a value
-
-
-class Rule(Strict):
-    family: str
-    methods: list[str] | Literal["all"]
-    baselines: list[str] | Literal["all"]
-    variants: list[str] | None = None  # glob patterns on variant names; None: every variant of the experiment
-    quantities: list[str] = ["final"]
-
-
-class Claim(Strict):
-    id: str
-    source: str
-    statement: str
-    kind: Literal["value", "ratio", "better", "best", "note"]
-    experiment: str | None = None
-    arm: str | None = None
-    versus: str | None = None  # the baseline of ratio and better claims
-    family: str | None = None  # the family a best claim ranks within
-    dataset: str | None = None
-    subset: str | None = None  # None: any subset
-    quantity: str = "final"
-    unit: str | None = None
-    claimed: float | None = None
-    claimed_sd: float | None = None
-    claimed_ci: tuple[float, float] | None = None
-    claimed_range: tuple[float, float] | None = None  # "about X": the interval our CI must meet
-    invert: bool = False  # ratio claims: versus / arm instead of arm / versus (speed-ups)
-    reason: str | None = None  # note claims: why the harness cannot test it
-
-    @model_validator(mode="after")
-    def _complete(self):
-        needs = {"value": ["experiment", "arm", "unit", "claimed"], "ratio": ["experiment", "arm", "versus", "unit", "claimed"],
-                 "better": ["experiment", "arm", "versus", "unit"], "best": ["experiment", "arm", "family", "unit"],
-                 "note": ["reason"]}[self.kind]
-        missing = [k for k in needs if getattr(self, k) is None]
-        if missing:
-            raise ValueError(f"{self.kind} claim needs {', '.join(missing)}")
-        return self
-
-
-class Ledger(Strict):
-    units: dict[str, Unit]
-    comparisons: dict[str, list[Rule]]
-    labels: dict[str, dict[str, str]] = {}
-    reference: dict[str, str] = {}  # experiment -> the variant name ratios in its table are taken against
-    metrics: dict[str, str] = {}  # experiment -> the eval metric its claims are about
-    claims: list[Claim]
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        ids = [c.id for c in self.claims]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"duplicate claim ids: {sorted({i for i in ids if ids.count(i) > 1})}")
-        for c in self.claims:
-            if c.unit is not None and c.unit not in self.units:
-                raise ValueError(f"claim {c.id}: unknown unit {c.unit!r}")
-            if c.quantity not in QUANTITIES:
-                raise ValueError(f"claim {c.id}: unknown quantity {c.quantity!r}")
-        for exp, rules in self.comparisons.items():
-            for r in rules:
-                if unknown := [q for q in r.quantities if q not in QUANTITIES]:
-                    raise ValueError(f"comparisons.{exp}.{r.family}: unknown quantities {unknown}")
-        return self
-
-
-def load_ledger(path: Path = LEDGER) -> Ledger:
-    try:
-        return Ledger.model_validate(yaml.safe_load(Path(path).read_text()))
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"{path}: {where}: {first['msg']}") from None
+from .ledger import CENSORED, QUANTITIES, Claim, Ledger, Rule
 
 
 # ---- arms ----------------------------------------------------------------------------------------------------------
@@ -178,24 +96,36 @@ def pairs(runs: pl.DataFrame, rule: Rule) -> list[tuple[str, str]]:
     return out
 
 
+def ranked(values: np.ndarray, n_missing: int, quantity: str) -> np.ndarray:
+    """Time-to-target quantities: the runs that never reached the target join as +inf (censored, ranked last)."""
+    return np.concatenate([values, np.full(n_missing, np.inf)]) if quantity in CENSORED else values
+
+
 def compare_pair(runs: pl.DataFrame, method: str, baseline: str, quantity: str, settings, tag: str) -> dict:
-    """All statistics of one comparison (method vs baseline on one quantity); the p-values are not yet adjusted."""
-    x, nx, dx, _ = arm_values(runs, method, quantity)
-    y, ny, dy, _ = arm_values(runs, baseline, quantity)
+    """All statistics of one comparison (method vs baseline on one quantity); the p-values are not yet adjusted.
+
+    hedges_g and diff are signed method - baseline; prob_improvement and `better` follow the quantity's direction."""
+    x, nx, dx, mx = arm_values(runs, method, quantity)
+    y, ny, dy, my = arm_values(runs, baseline, quantity)
+    xr, yr = ranked(x, mx, quantity), ranked(y, my, quantity)
+    censored = quantity in CENSORED and mx + my > 0
     mode = direction(quantity, runs)
-    w, u = stats.welch(x, y, settings.confidence), stats.mann_whitney(x, y)
+    w, u = stats.welch(x, y, settings.confidence), stats.mann_whitney(xr, yr)
     ratio = stats.ratio_interval(x, y, rng(settings.bootstrap_seed, f"ratio/{tag}"), settings.confidence,
                                  settings.bootstrap_resamples)
     diff = float(x.mean() - y.mean()) if len(x) and len(y) else math.nan
-    better = "tie" if diff == 0 or math.isnan(diff) else ("method" if (diff > 0) == (mode == "max") else "baseline")
+    p_imp = stats.prob_improvement(xr, yr, mode)
+    lead = (p_imp - 0.5) if censored else (diff if mode == "max" else -diff)  # > 0: the method is better
+    better = "tie" if lead == 0 or math.isnan(lead) else ("method" if lead > 0 else "baseline")
     return {"quantity": quantity, "direction": mode, "method": method, "baseline": baseline,
             "n_method": len(x), "n_baseline": len(y), "runs_method": nx, "runs_baseline": ny,
-            "diverged_method": dx, "diverged_baseline": dy,
+            "diverged_method": dx, "diverged_baseline": dy, "missing_method": mx, "missing_baseline": my,
+            "censored": censored,
             "mean_method": float(x.mean()) if len(x) else math.nan, "mean_baseline": float(y.mean()) if len(y) else math.nan,
             "diff": diff, "diff_lo": w.diff_lo, "diff_hi": w.diff_hi, "ratio": ratio[0], "ratio_lo": ratio[1],
-            "ratio_hi": ratio[2], "hedges_g": stats.hedges_g(x, y), "prob_improvement": stats.prob_improvement(x, y, mode),
+            "ratio_hi": ratio[2], "hedges_g": stats.hedges_g(x, y), "prob_improvement": p_imp,
             "welch_t": w.statistic, "welch_df": w.df, "welch_p": w.p, "mw_u": u.statistic, "mw_p": u.p,
-            "mw_min_p": stats.min_mannwhitney_p(len(x), len(y)), "better": better}
+            "mw_min_p": stats.min_mannwhitney_p(len(xr), len(yr)), "better": better}
 
 
 def compare(final: pl.DataFrame, ledger: Ledger, settings) -> pl.DataFrame:
@@ -223,7 +153,8 @@ def compare(final: pl.DataFrame, ledger: Ledger, settings) -> pl.DataFrame:
             mw_p_holm=pl.Series(stats.holm(part["mw_p"].to_numpy())),
             holm_m=pl.lit(m), mw_can_reject=pl.col("mw_min_p") <= settings.alpha / max(m, 1)))
     out = pl.concat(parts).sort("_i").drop("_i")
-    return out.with_columns(significant=pl.col("welch_p_holm") < settings.alpha)
+    p = pl.when(pl.col("censored")).then(pl.col("mw_p_holm")).otherwise(pl.col("welch_p_holm"))
+    return out.with_columns(p_holm=p, significant=p < settings.alpha)  # p_holm: the p the verdicts use
 
 
 # ---- claims --------------------------------------------------------------------------------------------------------
@@ -234,8 +165,8 @@ def comparable(profile: str, synthetic: bool) -> bool:
 
 # the columns a claim's measurement contributes to the claims table (null where a claim has none)
 MEASURED = {"variant": pl.String, "versus_variant": pl.String, "n": pl.Int64, "n_runs": pl.Int64,
-            "n_diverged": pl.Int64, "mean": pl.Float64, "sd": pl.Float64, "value": pl.Float64, "lo": pl.Float64,
-            "hi": pl.Float64, "p_holm": pl.Float64}
+            "n_diverged": pl.Int64, "n_missing": pl.Int64, "mean": pl.Float64, "sd": pl.Float64, "value": pl.Float64,
+            "lo": pl.Float64, "hi": pl.Float64, "p": pl.Float64, "p_holm": pl.Float64}
 
 
 def _scope(final: pl.DataFrame, c: Claim) -> pl.DataFrame:
@@ -250,7 +181,7 @@ def _scope(final: pl.DataFrame, c: Claim) -> pl.DataFrame:
 def _measure(c: Claim, ledger: Ledger, final: pl.DataFrame, comparisons: pl.DataFrame, settings) -> dict:
     """One claim -> what the runs say, in the paper's unit: value with its CI (and p for better/best claims).
 
-    Returns {"missing": reason} when the claim's variants cannot be found."""
+    Returns {"missing": reason} when the claim's variants (or its comparison) cannot be found."""
     scale = ledger.units[c.unit].scale
     runs = _scope(final, c)
     arms = {"arm": resolve(runs, c.arm)}
@@ -270,33 +201,45 @@ def _measure(c: Claim, ledger: Ledger, final: pl.DataFrame, comparisons: pl.Data
     values = {v: arm_values(runs, v, c.quantity) for v in ([arm, versus] if versus else [arm])}
     s = stats.describe(values[arm][0] * scale, settings.confidence)
     out = {"variant": arm, "versus_variant": versus, "n": s.n, "n_runs": values[arm][1], "mean": s.mean, "sd": s.sd,
-           "n_diverged": sum(v[2] for v in values.values()), "fewest": min(len(v[0]) for v in values.values()),
+           "n_diverged": sum(v[2] for v in values.values()), "n_missing": sum(v[3] for v in values.values()),
+           "fewest": min(len(ranked(v[0], v[3], c.quantity)) for v in values.values()),  # censored runs count
            "value": s.mean, "lo": s.lo, "hi": s.hi}
-    if c.kind == "ratio":
+    if c.kind == "value" and c.claimed_n:
+        sd = c.claimed_sd if c.claimed_sd is not None else stats.sd_from_ci(*c.claimed_ci, c.claimed_n,
+                                                                              settings.confidence)
+        out["p"] = stats.welch_vs_reported(values[arm][0] * scale, c.claimed, sd, c.claimed_n).p
+    elif c.kind == "ratio":
         num, den = (values[versus][0], values[arm][0]) if c.invert else (values[arm][0], values[versus][0])
         r = stats.ratio_interval(num, den, rng(settings.bootstrap_seed, f"claim/{c.id}"), settings.confidence,
                                  settings.bootstrap_resamples)
         out.update(value=r[0] * scale, lo=r[1] * scale, hi=r[2] * scale)
     elif c.kind == "better":
         row = _comparison(comparisons, c, arm, versus)
+        if isinstance(row, str):
+            return {"missing": row}
         out["unadjusted"] = row is None  # outside the configured comparisons: tested alone
         if row is None:
             row = compare_pair(runs, arm, versus, c.quantity, settings, f"claim/{c.id}")
-            row["welch_p_holm"] = row["welch_p"]
+            row["p_holm"] = row["mw_p"] if row["censored"] else row["welch_p"]
         out.update(value=row["diff"] * scale, lo=row["diff_lo"] * scale, hi=row["diff_hi"] * scale,
-                   p_holm=row["welch_p_holm"], better=row["better"])
+                   p_holm=row["p_holm"], better=row["better"], censored=row["censored"])
     elif c.kind == "best":
         means = {v: float(a.mean()) for v in runs["variant"].unique().to_list()
                  if len(a := arm_values(runs, v, c.quantity)[0])}
         top = (max if direction(c.quantity, runs) == "max" else min)(means, key=means.get) if means else None
-        ps = [(_comparison(comparisons, c, arm, v) or {}).get("welch_p_holm", math.nan) for v in means if v != arm]
-        out.update(top=top, p_holm=float(np.max(ps)) if ps else math.nan,
-                   all_significant=bool(ps) and all(p < settings.alpha for p in ps))
+        rows = {v: _comparison(comparisons, c, arm, v) for v in means if v != arm}
+        if bad := [r for r in rows.values() if isinstance(r, str)]:
+            return {"missing": bad[0]}
+        ps = {v: (r or {}).get("p_holm", math.nan) for v, r in rows.items()}
+        out.update(top=top, p_holm=float(np.max(list(ps.values()))) if ps else math.nan,
+                   all_significant=bool(ps) and all(p < settings.alpha for p in ps.values()),
+                   top_p=ps.get(top, math.nan))
     return out
 
 
 def _verdict(c: Claim, m: dict, ledger: Ledger, settings) -> tuple[str, str]:
     """Rules 3-6 of the module docstring, on the numbers of _measure."""
+    alpha = settings.alpha
     if "missing" in m:
         return "inconclusive", m["missing"]
     if m["n_diverged"]:
@@ -304,35 +247,64 @@ def _verdict(c: Claim, m: dict, ledger: Ledger, settings) -> tuple[str, str]:
     if m["fewest"] < settings.min_runs:
         return "inconclusive", f"fewer than {settings.min_runs} usable runs"
     if c.kind in ("value", "ratio"):
-        t_lo, t_hi = tuple(c.claimed_range) if c.claimed_range else (c.claimed, c.claimed)
+        if c.quantity in CENSORED and m["n_missing"]:
+            return "inconclusive", f"{m['n_missing']} run(s) never reached the target: no mean time to it"
         width = ledger.units[c.unit].max_halfwidth
         if math.isnan(m["lo"]) or math.isnan(m["hi"]):
             return "inconclusive", "no interval (zero baseline or too few runs)"
-        if t_hi < m["lo"] or t_lo > m["hi"]:
-            return "not reproduced", "claimed value outside our CI"
+        if not math.isnan(p := m.get("p", math.nan)):
+            test = f"Welch against the paper's mean and spread (n={c.claimed_n}): p = {p:.2g}"
+            if p < alpha:
+                return "not reproduced", test
+        else:
+            test = "claimed value inside our CI"
+            t_lo, t_hi = tuple(c.claimed_range) if c.claimed_range else (c.claimed, c.claimed)
+            if t_hi < m["lo"] or t_lo > m["hi"]:
+                return "not reproduced", "claimed value outside our CI"
         if width is not None and (m["hi"] - m["lo"]) / 2 > width:
-            return "inconclusive", f"claimed value inside our CI, but its half-width exceeds {width:g}"
-        return "reproduced", "claimed value inside our CI"
+            return "inconclusive", f"{test}, but our CI's half-width exceeds {width:g}"
+        return "reproduced", test
     if c.kind == "better":
-        note = " (unadjusted: not in the experiment's comparisons)" if m["unadjusted"] else ""
-        if m["better"] != "method":
-            return "not reproduced", f"the difference points the other way{note}"
-        if not m["p_holm"] < settings.alpha:
-            return "inconclusive", f"same direction, Holm-adjusted p >= {settings.alpha:g}{note}"
-        return "reproduced", f"same direction, Holm-adjusted p < {settings.alpha:g}{note}"
+        test = "Mann-Whitney, runs that never reached the target ranked last" if m["censored"] else "Welch"
+        note = f"; {test}" + (", unadjusted: not in the experiment's comparisons" if m["unadjusted"] else "")
+        significant = m["p_holm"] < alpha
+        if m["better"] == "method":
+            return ("reproduced", f"same direction, Holm-adjusted p < {alpha:g}{note}") if significant else \
+                ("inconclusive", f"same direction, Holm-adjusted p >= {alpha:g}{note}")
+        if m["better"] == "baseline" and significant:
+            return "not reproduced", f"the difference points the other way, Holm-adjusted p < {alpha:g}{note}"
+        return "inconclusive", f"no difference or the other way, not significantly (p >= {alpha:g}){note}"
     if m["top"] != m["variant"]:
-        return "not reproduced", f"{m['top']} has the better mean"
+        if m["top_p"] < alpha:
+            return "not reproduced", f"{m['top']} has the better mean, significantly (Holm-adjusted p < {alpha:g})"
+        return "inconclusive", f"{m['top']} has the better mean, but not significantly"
     if not m["all_significant"]:
         return "inconclusive", "best mean, but not significantly better than every other"
     return "reproduced", "best mean, significantly better than every other"
 
 
-def _comparison(comparisons: pl.DataFrame, c: Claim, method: str, baseline: str) -> dict | None:
+def _comparison(comparisons: pl.DataFrame, c: Claim, method: str, baseline: str) -> dict | str | None:
+    """The configured comparison of method against baseline within the claim's (dataset, subset), oriented so;
+    None when there is none, a reason (str) when several (dataset, subset) match."""
     if comparisons.height == 0:
         return None
     hit = comparisons.filter((pl.col("experiment") == c.experiment) & (pl.col("quantity") == c.quantity) &
-                             (pl.col("method") == method) & (pl.col("baseline") == baseline))
-    return hit.row(0, named=True) if hit.height else None
+                             (((pl.col("method") == method) & (pl.col("baseline") == baseline)) |
+                              ((pl.col("method") == baseline) & (pl.col("baseline") == method))))
+    for key in ("dataset", "subset"):
+        if getattr(c, key) is not None:
+            hit = hit.filter(pl.col(key) == getattr(c, key))
+    if hit.height > 1:
+        return f"{method} vs {baseline} is compared in {hit.height} (dataset, subset) groups: the claim must name one"
+    if hit.height == 0:
+        return None
+    row = hit.row(0, named=True)
+    if row["method"] == method:
+        return row
+    flip = {"method": "baseline", "baseline": "method", "tie": "tie"}  # the pair was stored the other way round
+    return {**row, "method": method, "baseline": baseline, "diff": -row["diff"], "diff_lo": -row["diff_hi"],
+            "diff_hi": -row["diff_lo"], "hedges_g": -row["hedges_g"], "prob_improvement": 1 - row["prob_improvement"],
+            "better": flip[row["better"]]}
 
 
 def judge_claims(final: pl.DataFrame, comparisons: pl.DataFrame, ledger: Ledger, settings,

@@ -28,8 +28,9 @@ from adjustText import adjust_text  # noqa: E402  (label placement without overl
 from scipy import stats as sps  # noqa: E402
 
 from . import stats  # noqa: E402
-from .claims import LEDGER, family_of, load_ledger  # noqa: E402
+from .claims import family_of  # noqa: E402
 from .collect import read_tables  # noqa: E402
+from .ledger import LEDGER, load_ledger  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 STYLES = ["-", "--", ":", "-."]
@@ -37,7 +38,7 @@ FIGURES = {  # name -> what it shows (stable names: figures/<experiment>_<kind>)
     "block_size_curves": "test perplexity per epoch, fixed vs growing block size",
     "block_size_block_trace": "block size (BPTT length) per epoch",
     "edba_curves": "test accuracy per epoch, per dataset and subset",
-    "edba_train_size": "test accuracy against the number of distinct training samples",
+    "edba_train_size": "test accuracy against the training-set size (the subset's number of images)",
     "edba_batch_trace": "batch size per epoch chosen by EDBA",
     "growth_curves": "test accuracy per epoch, growing vs fixed networks",
     "growth_width_trace": "network width per epoch",
@@ -88,10 +89,17 @@ def plot_per_epoch(ax, history: pl.DataFrame, column: str, labels: dict[str, str
     return ax.figure
 
 
+SUBSET_SIZE = "extra_subset_size"  # EDBA's metrics.json extra: the run's training (sub)set size
+
+
 def plot_train_size(ax, final: pl.DataFrame, confidence: float):
-    """final [runs] of EDBA -> test accuracy (mean, t-CI) against distinct training samples, one line per method."""
+    """final [runs] of EDBA -> test accuracy (mean, t-CI) against the training-set size, one line per method.
+
+    x is the subset size the run trained on (metrics.json extra subset_size); runs without it fall back to the
+    distinct samples they saw (<= the subset size), and the axis label says which."""
+    x_col = SUBSET_SIZE if SUBSET_SIZE in final.columns and final[SUBSET_SIZE].null_count() == 0 else "distinct_samples"
     for i, ((dataset, method), g) in enumerate(sorted(final.group_by("dataset", "method"), key=lambda k: str(k[0]))):
-        pts = (g.group_by("variant").agg(pl.col("distinct_samples").median().alias("x"), pl.col("final").mean().alias("m"),
+        pts = (g.group_by("variant").agg(pl.col(x_col).median().alias("x"), pl.col("final").mean().alias("m"),
                                          pl.col("final").std().alias("s"), pl.col("final").count().alias("n")).sort("x"))
         scale = 100.0 if g["metric"][0].endswith("acc") else 1.0
         m = pts["m"].to_numpy() * scale
@@ -99,7 +107,8 @@ def plot_train_size(ax, final: pl.DataFrame, confidence: float):
         ax.errorbar(pts["x"].to_numpy(), m, yerr=np.nan_to_num(half), marker="o", capsize=3, label=f"{method} ({dataset})",
                     **style(i))
     ax.set_xscale("log")
-    ax.set_xlabel("distinct training samples seen (log scale)")
+    ax.set_xlabel("training-set size (images in the subset; log scale)" if x_col == SUBSET_SIZE
+                  else "distinct training samples seen (subset size unknown; log scale)")
     return ax.figure
 
 
@@ -213,7 +222,7 @@ def build(name: str, final, history, claims, ledger, confidence):
         return per_epoch_figure(final, history, ledger, exp, metric, None, confidence, f"{exp}: {metric} per epoch\n({band})")
     traces = {"block_size_block_trace": ("block_size", "block_size", "block size (tokens per BPTT segment)"),
               "edba_batch_trace": ("edba", "batch_size", "batch size (samples)"),
-              "growth_width_trace": ("growth", "width", "width (history column 'width')")}
+              "growth_width_trace": ("growth", "width", "width (fraction of the full network's channels)")}
     if name in traces:
         exp, col, label = traces[name]
         hist = history.filter(pl.col("experiment") == exp)

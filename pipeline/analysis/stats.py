@@ -2,17 +2,22 @@
 
 Data shape, everywhere in this module: `x` and `y` are 1-D float arrays of per-seed values of one quantity
 (shape [n_runs]), one array per arm (a variant of an experiment). Diverged or missing runs are NOT in these
-arrays: callers drop them and count them (pipeline/analysis/claims.py shows the count in every table).
+arrays: callers drop them and count them (pipeline/analysis/claims.py shows the count in every table). The one
+exception: the rank-based mann_whitney and prob_improvement accept +inf for a run censored above (it never reached
+a target: slower than every run that did), so time-to-target tests need not drop the slowest runs.
 `mode` says which direction is better: "max" (accuracy) or "min" (perplexity, seconds, FLOPs).
 
     describe(x)                      n, mean, sd (ddof 1), t-based CI of the mean
     bootstrap_interval(x, rng)       seeded percentile bootstrap CI of the mean
     ratio_interval(x, y, rng)        seeded percentile bootstrap CI of mean(x) / mean(y) (independent arms)
     welch(x, y)                      Welch's t-test (unequal variances) and the CI of mean(x) - mean(y)
+    welch_vs_reported(x, m, sd, n)   Welch's t-test of our runs against a paper's reported mean, sd and run count
+    sd_from_ci(lo, hi, n)            the sd behind a reported t-based CI of a mean over n runs
     mann_whitney(x, y)               Mann-Whitney U, two-sided, exact when there are no ties and n <= 8
     holm(p)                          Holm's step-down adjusted p-values (family-wise error control)
-    hedges_g(x, y)                   standardized mean difference with the small-sample correction
-    prob_improvement(x, y, mode)     P(X better than Y) + 0.5 P(tie), over all pairs
+    hedges_g(x, y)                   standardized mean difference with the small-sample correction; sign = x - y
+                                     (positive: x larger, whichever direction is better)
+    prob_improvement(x, y, mode)     P(X better than Y) + 0.5 P(tie), over all pairs; direction-aware (mode)
     min_mannwhitney_p(n1, n2)        the smallest two-sided p a Mann-Whitney test can give at these sizes
     detectable_effect(n1, n2, ...)   the effect size (Hedges-g scale) a t-test detects with the given power
 
@@ -51,6 +56,14 @@ def _arr(x) -> np.ndarray:
     a = np.asarray(x, dtype=float).ravel()
     if not np.all(np.isfinite(a)):
         raise ValueError(f"non-finite value in {a.tolist()}: drop diverged/missing runs before the statistics")
+    return a
+
+
+def _ranked(x) -> np.ndarray:
+    """Like _arr, but +inf (a run censored above) is allowed: rank-based statistics order it last."""
+    a = np.asarray(x, dtype=float).ravel()
+    if np.isnan(a).any() or np.isneginf(a).any():
+        raise ValueError(f"nan or -inf in {a.tolist()}: only +inf (censored above) is allowed in a rank test")
     return a
 
 
@@ -119,14 +132,34 @@ def welch(x, y, confidence: float = 0.95) -> TestResult:
     return TestResult(float(res.statistic), float(res.pvalue), float(res.df), float(ci.low), float(ci.high))
 
 
+def welch_vs_reported(x, mean: float, sd: float, n: int) -> TestResult:
+    """x: [n_x] our runs; a paper's mean, sd (ddof 1) and run count n -> Welch's two-sided test of equal means.
+
+    The paper's raw values are unknown; Welch's test needs only each arm's mean, sd and size (scipy's
+    ttest_ind_from_stats). nan when an arm has fewer than 2 runs or both sds are zero.
+    """
+    x = _arr(x)
+    if len(x) < 2 or n < 2 or (x.std(ddof=1) == 0 and sd == 0):
+        return TestResult(math.nan, math.nan)
+    res = stats.ttest_ind_from_stats(float(x.mean()), float(x.std(ddof=1)), len(x), mean, sd, n, equal_var=False)
+    return TestResult(float(res.statistic), float(res.pvalue))
+
+
+def sd_from_ci(lo: float, hi: float, n: int, confidence: float = 0.95) -> float:
+    """A reported t-based CI [lo, hi] of a mean over n runs -> the sd it implies: half-width sqrt(n) / t_{n-1}."""
+    if n < 2 or hi < lo:
+        raise ValueError(f"need n >= 2 and lo <= hi, got n={n}, [{lo}, {hi}]")
+    return (hi - lo) / 2 * math.sqrt(n) / float(stats.t.ppf(0.5 + confidence / 2, df=n - 1))
+
+
 def mann_whitney(x, y) -> TestResult:
-    """x: [n_x], y: [n_y] -> U statistic of x and the two-sided p.
+    """x: [n_x], y: [n_y] -> U statistic of x and the two-sided p. +inf entries (censored) rank last, tied.
 
     Exact null distribution (ties included; scipy >= 1.13) when both arms have at most 8 runs, as with five
     seeds: the normal approximation scipy's "auto" falls back to on ties understates p at these sizes (a 5 vs 5
     split with ties gave 0.004 < the exact minimum 2/252). Larger arms: "auto" (normal, tie-corrected).
     """
-    x, y = _arr(x), _arr(y)
+    x, y = _ranked(x), _ranked(y)
     if len(x) == 0 or len(y) == 0:
         return TestResult(math.nan, math.nan)
     method = "exact" if max(len(x), len(y)) <= 8 else "auto"
@@ -171,13 +204,16 @@ def prob_improvement(x, y, mode: str = "max") -> float:
     """x: [n_x] method, y: [n_y] baseline -> P(X better than Y) + 0.5 P(X = Y) over all n_x * n_y pairs.
 
     "Better" is larger for mode "max", smaller for "min" (perplexity, seconds). 0.5 means no difference.
+    +inf entries (runs censored above: never reached a target) lose to every finite value and tie each other.
+    Unlike hedges_g, whose sign is that of mean(x) - mean(y), this reads the same way for either mode.
     """
-    x, y = _arr(x), _arr(y)
+    x, y = _ranked(x), _ranked(y)
     if len(x) == 0 or len(y) == 0:
         return math.nan
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-    d = x[:, None] - y[None, :]  # [n_x, n_y]
+    with np.errstate(invalid="ignore"):
+        d = np.where(np.isinf(x[:, None]) & np.isinf(y[None, :]), 0.0, x[:, None] - y[None, :])  # [n_x, n_y]
     wins = (d > 0) if mode == "max" else (d < 0)
     return float(wins.mean() + 0.5 * (d == 0).mean())
 

@@ -23,52 +23,10 @@ import polars as pl
 from ..config import EXPERIMENTS
 from ..seeding import rng
 from . import stats
-from .claims import (LEDGER, QUANTITIES, Ledger, arm_values, compare, comparable, direction, family_of, judge_claims,
-                     load_ledger, resolve)
+from .claims import arm_values, compare, comparable, direction, family_of, judge_claims, resolve
 from .collect import read_tables
-
-DIVERGED_NOTE = "Diverged runs are excluded from means, intervals and tests; their count is shown in every row."
-
-
-# ---- formatting ------------------------------------------------------------------------------------------------
-def scale_of(metric: str | None) -> float:
-    """Harness accuracies are fractions; the papers (and these tables) print %."""
-    return 100.0 if metric and metric.endswith("acc") else 1.0
-
-
-def num(x, digits: int = 2) -> str:
-    """Fixed decimals; 3 significant digits for large numbers (FLOPs); an em dash for none."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    return f"{x:.3g}" if abs(x) >= 1e5 else f"{x:.{digits}f}"
-
-
-def pval(p) -> str:
-    return "—" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{p:.2g}"
-
-
-def runs_cell(r: dict) -> str:
-    """'5/5' or '4/5, 1 div' (runs used / runs, diverged); n_missing counts runs without the value."""
-    cell = f"{r['n']}/{r['n_runs']}"
-    return cell + (f", {r['n_diverged']} div" if r["n_diverged"] else "")
-
-
-def mean_sd(r: dict | None, scale: float, digits: int) -> str:
-    if r is None or r["n"] == 0:
-        return "no runs" if r is None else f"— ({runs_cell(r)})"
-    return f"{num(r['mean'] * scale, digits)} ± {num(r['sd'] * scale, digits)} ({runs_cell(r)})"
-
-
-def markdown(headers: list[str], rows: list[list[str]]) -> str:
-    esc = [[str(c).replace("|", "\\|") for c in row] for row in [headers] + rows]
-    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in esc[1:]]) + "\n"
-
-
-def table(name: str, title: str, headers: list[str], rows: list[list[str]], data: pl.DataFrame, caption: str) -> dict:
-    return {"name": name, "title": title, "headers": headers, "rows": rows, "data": data,
-            "caption": f"{caption} {DIVERGED_NOTE}".strip()}
-
+from .formatting import markdown, mean_sd, num, pval, runs_cell, scale_of, table
+from .ledger import LEDGER, QUANTITIES, Ledger, load_ledger
 
 # ---- per-variant summary -----------------------------------------------------------------------------------------------------
 def summarize(final: pl.DataFrame, ledger: Ledger, settings) -> pl.DataFrame:
@@ -100,11 +58,19 @@ def _rows(summary: pl.DataFrame, experiment: str, quantity: str = "final") -> li
     return summary.filter((pl.col("experiment") == experiment) & (pl.col("quantity") == quantity)).to_dicts()
 
 
-def _claim(claims: pl.DataFrame, **match) -> dict | None:
+def _claims(claims: pl.DataFrame, **match) -> list[dict]:
     hit = claims
     for k, v in match.items():
         hit = hit.filter(pl.col(k).is_null() if v is None else pl.col(k) == v)
-    return hit.row(0, named=True) if hit.height else None
+    return hit.to_dicts()
+
+
+def _claim(claims: pl.DataFrame, **match) -> dict | None:
+    """The one claim matching; an error if several do (a table cell shows one claim)."""
+    hit = _claims(claims, **match)
+    if len(hit) > 1:
+        raise ValueError(f"several claims match {match}: {[c['id'] for c in hit]}")
+    return hit[0] if hit else None
 
 
 def _label(ledger: Ledger, kind: str, name) -> str:
@@ -178,15 +144,17 @@ def growth_table(summary, claims, ledger, final, settings) -> dict:
         none = (math.nan,) * 3
         fl = _ratio(final, "growth", r["dataset"], r["variant"], ref, "train_flops", False, settings) if ref else none
         sp = _ratio(final, "growth", r["dataset"], r["variant"], ref, "train_seconds", True, settings) if ref else none
-        c = _claim(claims, experiment="growth", kind="value", variant=r["variant"]) or {}
+        cs = _claims(claims, experiment="growth", kind="value", variant=r["variant"])  # headline and ablation
         sc = scale_of(r["metric"])
-        rows.append([_label(ledger, "dataset", r["dataset"]), r["variant"], mean_sd(r, sc, 2),
-                     f"{c['claimed']:.2f}" + (f" ± {c['claimed_sd']:.2f}" if c.get("claimed_sd") else "") if c else "—",
+        paper = "; ".join(f"{c['claimed']:.2f}" + (f" ± {c['claimed_sd']:.2f}" if c.get("claimed_sd") else "")
+                          + f" ({c['id']})" for c in cs)
+        rows.append([_label(ledger, "dataset", r["dataset"]), r["variant"], mean_sd(r, sc, 2), paper or "—",
                      f"{num(fl[0], 3)} [{num(fl[1], 3)}, {num(fl[2], 3)}]",
                      f"{num(sp[0], 2)}x [{num(sp[1], 2)}, {num(sp[2], 2)}]",
-                     c.get("verdict", "—")])
+                     "; ".join(f"{c['verdict']} ({c['id']})" for c in cs) or "—"])
         data.append({"dataset": r["dataset"], "variant": r["variant"], "mean": r["mean"] * sc, "sd": r["sd"] * sc,
-                     "n": r["n"], "n_runs": r["n_runs"], "n_diverged": r["n_diverged"], "paper": c.get("claimed"),
+                     "n": r["n"], "n_runs": r["n_runs"], "n_diverged": r["n_diverged"],
+                     "paper": "; ".join(f"{c['claimed']:g}" for c in cs) or None,
                      "flops_fraction": fl[0], "flops_lo": fl[1], "flops_hi": fl[2], "speedup": sp[0],
                      "speedup_lo": sp[1], "speedup_hi": sp[2], "reference": ref})
     return table("growth_table", "Growing networks: accuracy, FLOPs and wall-clock against the fixed network", headers,
@@ -195,11 +163,13 @@ def growth_table(summary, claims, ledger, final, settings) -> dict:
                  "seeded bootstrap 95% CIs.")
 
 
-def _against(comparisons: pl.DataFrame, variant: str) -> dict:
+def _against(comparisons: pl.DataFrame, r: dict) -> dict:
+    """The comparison with summary row r's variant as the baseline, in r's own dataset and subset."""
     if comparisons.height == 0:
         return {}
     hit = comparisons.filter((pl.col("experiment") == "optimizers") & (pl.col("quantity") == "final") &
-                             (pl.col("baseline") == variant))
+                             (pl.col("baseline") == r["variant"]) & pl.col("dataset").eq_missing(r["dataset"]) &
+                             pl.col("subset").eq_missing(r["subset"]))
     return hit.row(0, named=True) if hit.height else {}
 
 
@@ -214,7 +184,7 @@ def optimizer_tables(summary, comparisons, ledger) -> list[dict]:
         rows, data = [], []
         for r in rs:
             t = next(x for x in _rows(summary, "optimizers", "seconds_to_target") if x["variant"] == r["variant"])
-            cm = _against(comparisons, r["variant"])  # this variant as the baseline of its family's method
+            cm = _against(comparisons, r)  # this variant as the baseline of its family's method
             sc = scale_of(r["metric"])
             reached = f"{t['n']}/{t['n_runs'] - t['n_diverged']}"
             delta = f"{num(cm['diff'] * sc)} ({cm['method']})" if cm else "—"
@@ -242,14 +212,19 @@ def comparisons_table(comparisons: pl.DataFrame) -> dict:
         rows.append([c["experiment"], f"{c['dataset']}/{c['subset'] or '-'}", c["quantity"], c["method"], c["baseline"],
                      f"{c['n_method']}/{c['runs_method']} vs {c['n_baseline']}/{c['runs_baseline']}"
                      + (f" ({c['diverged_method']}+{c['diverged_baseline']} div)"
-                        if c["diverged_method"] + c["diverged_baseline"] else ""),
+                        if c["diverged_method"] + c["diverged_baseline"] else "")
+                     + (f" ({c['missing_method']}+{c['missing_baseline']} never reached)" if c["censored"] else ""),
                      num(c["mean_method"] * sc), num(c["mean_baseline"] * sc),
                      f"{num(c['diff'] * sc)} [{num(c['diff_lo'] * sc)}, {num(c['diff_hi'] * sc)}]", num(c["hedges_g"]),
                      num(c["prob_improvement"]), f"{pval(c['welch_p'])} ({pval(c['welch_p_holm'])})",
                      f"{pval(c['mw_p'])} ({pval(c['mw_p_holm'])})", "yes" if c["mw_can_reject"] else "no"])
     return table("comparisons", "Every comparison: method against baseline, matched on dataset and subset", headers,
-                 rows, comparisons, "Accuracies in %, diff = method − baseline; Holm over an experiment's comparisons "
-                 "of one quantity; 'M-W can reject' = the smallest possible Mann-Whitney p is below Holm's first threshold.")
+                 rows, comparisons, "Accuracies in %, diff = method − baseline; Hedges g has the sign of diff (positive: "
+                 "method larger, better or not), P(improve) = P(method better) whatever the direction; Holm over an "
+                 "experiment's comparisons of one quantity; 'M-W can reject' = the smallest possible Mann-Whitney p is "
+                 "below Holm's first threshold. Time to target: runs that never reached it are counted ('never "
+                 "reached') and ranked last in Mann-Whitney and P(improve); means, diff and Welch use the runs that "
+                 "reached it, and a verdict on such a comparison uses Mann-Whitney.")
 
 
 def claims_table(claims: pl.DataFrame) -> dict:
@@ -264,6 +239,8 @@ def claims_table(claims: pl.DataFrame) -> dict:
         ours = f"{num(c['value'], 3)} [{num(c['lo'], 3)}, {num(c['hi'], 3)}]" if c["value"] is not None else "—"
         if c["kind"] == "better" and c["value"] is not None:
             ours = f"diff {ours}, Holm p {pval(c['p_holm'])}"
+        elif c["kind"] == "value" and c["p"] is not None and not math.isnan(c["p"]):
+            ours += f", p {pval(c['p'])} vs paper"
         runs = "—" if not c["n_runs"] else f"{c['n']}/{c['n_runs']}" + (
             f", {c['n_diverged']} div" if c["n_diverged"] else "")
         rows.append([c["id"], c["source"], c["statement"], claimed, ours, runs, c["verdict"], c["reason"]])

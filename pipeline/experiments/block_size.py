@@ -10,7 +10,8 @@ Time-to-target is the first epoch whose valid_ppl reaches the section's target (
 The variants of the grid (params.yaml) ask: does the paper's doubling schedule beat the fixed block of 16 it
 was compared with (fixed16 vs doubling); is it the schedule or merely the long context (fixed256: fixed at the
 largest block doubling reaches); do the other schedules the paper names do as well (linear, plateau); and does
-the loss scale matter (doubling_sum: the loss summed over the block, so a longer block also means a larger step).
+the loss scale matter (doubling_sum: the summed-over-block reading, where a longer block also means a larger
+step; realised as lr x block / 16, since under Adam a summed loss would change nothing).
 Reference configurations (`reference:`, e.g. Zaremba et al. 2014's small non-regularised LSTM) run through the
 same code by name, to check the harness against published numbers.
 """
@@ -34,9 +35,12 @@ METRIC, MODE = "test_ppl", "min"  # judged on final test perplexity
 
 # ---------------------------------------------------------------------------------------------- identity
 def method_name(cfg: Resolved) -> str:
-    """fixed / doubling / linear / exponential / plateau, with "_sum_loss" for the summed-over-block loss."""
+    """fixed / doubling / linear / exponential / plateau, with "_sum_loss" for the loss summed over the block
+    (SGD) and "_lr_x_block" for the lr scaled with the block (the same reading under any optimizer)."""
     kind = "fixed" if cfg.schedule.kind == "constant" else cfg.schedule.kind
-    return kind + ("_sum_loss" if cfg.train.loss_reduction == "sum_over_block" else "")
+    if cfg.train.loss_reduction == "sum_over_block":
+        return kind + "_sum_loss"
+    return kind + ("_lr_x_block" if cfg.train.lr_block_scaling == "linear" else "")
 
 
 def describe(section: BlockSize, variant: str) -> dict:
@@ -47,7 +51,8 @@ def describe(section: BlockSize, variant: str) -> dict:
 def build_optimizer(train: Train, model: torch.nn.Module) -> torch.optim.Optimizer:
     """torch's Adam or plain SGD (the paper names neither; see params.yaml for the choice and its reason)."""
     if train.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=train.lr, betas=tuple(train.adam_betas), eps=train.adam_eps,
+                                weight_decay=train.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
 
 
@@ -63,6 +68,14 @@ def build_lr_scheduler(train: Train, optimizer: torch.optim.Optimizer):
         milestones = list(range(s.constant_epochs, train.epochs))
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=s.factor)
     return None
+
+
+def build_loop(train: Train, flops: int = 0) -> lm.LMLoop:
+    """The LM loop's settings from a resolved `train` (flops: analytic training FLOPs per token, for the log)."""
+    return lm.LMLoop(epochs=train.epochs, batch_size=train.batch_size, clip_grad_norm=train.clip_grad_norm,
+                     loss_reduction=train.loss_reduction, lr_block_scaling=train.lr_block_scaling,
+                     lr_reference_block=train.lr_reference_block, eval_batch_size=train.eval_batch_size,
+                     eval_block=train.eval_block, flops_per_token=flops)
 
 
 def load_data(prepared: Path, train_tokens: int | None, device) -> dict[str, torch.Tensor]:
@@ -100,10 +113,7 @@ def train(params, variant: str, seed: int, run_dir: Path, checkpoint_root: Path,
     scheduler = build_lr_scheduler(cfg.train, optimizer)
     schedule = build_schedule(cfg.schedule.model_dump())
     data = load_data(prepared, cfg.train.train_tokens, device)  # the text is read in order: no data_order RNG
-    loop = lm.LMLoop(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size,
-                     clip_grad_norm=cfg.train.clip_grad_norm, loss_reduction=cfg.train.loss_reduction,
-                     eval_batch_size=cfg.train.eval_batch_size, eval_block=cfg.train.eval_block,
-                     flops_per_token=flops_per_token(model_cfg, train=True))
+    loop = build_loop(cfg.train, flops_per_token(model_cfg, train=True))
 
     lm.fit(run, model, optimizer, scheduler, schedule, data, loop)
 

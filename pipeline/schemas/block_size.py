@@ -3,7 +3,8 @@
     block_size:
       dataset, target                      the PTB dataset key; time-to-target threshold on valid_ppl
       model: {embed_size, hidden_size, ...}   the LSTM (vocabulary size comes from the prepared data)
-      train: {epochs, batch_size, optimizer, lr, clip_grad_norm, loss_reduction, lr_schedule, ...}
+      train: {epochs, batch_size, optimizer, lr, adam_betas, adam_eps, clip_grad_norm, loss_reduction,
+              lr_block_scaling, lr_reference_block, lr_schedule: {kind, ..., min_lr}, eval_batch_size, ...}
       schedule_defaults: {b0, every, max_block}   filled into every variant's schedule that has those keys
       variants: {name: {schedule: {kind, ...}, model: {...}, train: {...}}}   the grid; model/train override
       reference: {name: {schedule, model, train}}   complete configurations runnable by name, not in the grid
@@ -42,7 +43,7 @@ class PlateauLR(Strict):
     factor: Annotated[float, Field(gt=0, lt=1)]
     patience: NonNegInt  # torch's meaning: the lr drops after patience + 1 epochs without improvement
     threshold: NonNegFloat = 0.0  # absolute improvement in nats that counts (threshold_mode "abs")
-    min_lr: NonNegFloat = 0.0
+    min_lr: NonNegFloat = 0.0  # floor of the (base, unscaled) lr; torch's default 0
 
 
 class DecayLR(Strict):
@@ -64,17 +65,35 @@ LRSchedule = Annotated[Union[PlateauLR, DecayLR, ConstantLR], Field(discriminato
 
 
 class Train(Strict):
+    """The loop's settings. Two ways for the block to scale the step (pipeline/train/lm.py says how they differ):
+    `loss_reduction: sum_over_block` (SGD only: Adam divides the scale out, so the schema refuses the pair) and
+    `lr_block_scaling: linear` (any optimizer); using both would count the block twice and is refused too."""
+
     epochs: PositiveInt
     batch_size: PositiveInt  # parallel streams (columns of the batchified training text)
     optimizer: Literal["adam", "sgd"]
-    lr: PositiveFloat
+    lr: PositiveFloat  # the lr at block lr_reference_block (the only lr unless lr_block_scaling is linear)
+    adam_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    adam_eps: PositiveFloat = 1e-8  # adam only, like adam_betas; torch's defaults
     weight_decay: NonNegFloat = 0.0
-    clip_grad_norm: PositiveFloat | None  # max global gradient norm, in the per-token mean-loss scale; None: off
+    clip_grad_norm: PositiveFloat | None  # max global gradient norm of the loss as backpropagated; None: off
     loss_reduction: Literal["mean", "sum_over_block"] = "mean"
+    lr_block_scaling: Literal["none", "linear"] = "none"  # linear: the epoch's lr x block / lr_reference_block
+    lr_reference_block: PositiveInt = 16  # the block at which `lr` applies unscaled (lr_block_scaling linear)
     lr_schedule: LRSchedule
-    eval_batch_size: PositiveInt = 10  # the usual PTB evaluation batch
-    eval_block: PositiveInt = 35  # evaluation chunk; every target token is scored once whatever its value
+    eval_batch_size: PositiveInt = 10  # evaluation streams; every token after the first is scored once
+    eval_block: PositiveInt = 35  # evaluation chunk; it changes nothing but speed
     train_tokens: PositiveInt | None = None  # use only the first N training tokens (a budget); None: all
+
+    @model_validator(mode="after")
+    def _block_scales_the_step_once(self):
+        if self.loss_reduction == "sum_over_block" and self.optimizer == "adam":
+            raise ValueError("loss_reduction sum_over_block is inert under adam (it divides the gradient scale "
+                             "out); use lr_block_scaling: linear")
+        if self.loss_reduction == "sum_over_block" and self.lr_block_scaling != "none":
+            raise ValueError("loss_reduction sum_over_block and lr_block_scaling linear both scale the step by "
+                             "the block; choose one")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------- block schedules
@@ -206,7 +225,7 @@ class BlockSize(ExperimentSection):
         except ValidationError as err:
             first = err.errors()[0]
             path = ".".join(str(p) for p in first["loc"])
-            msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+            msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
             raise ValueError(f"{where}: {path}: {msg}") from None
 
 
