@@ -96,6 +96,40 @@ def test_candidate_masks_sizes_and_full_batch():
     assert (bern.sum(1) >= 1).all() and not bern.all(1).all()
 
 
+@pytest.mark.parametrize("subset_sizes", ["uniform_size", "bernoulli"])
+def test_candidates_never_go_below_min_batch(subset_sizes):
+    g = torch.Generator().manual_seed(0)
+    for B in (10, 11, 12, 20, 30):  # B near min_batch: ceil(0.1 B) would allow subsets of 1-3 rows
+        sizes = candidate_masks(B, 400, subset_sizes, 0.1, False, g, min_size=10).sum(1)
+        assert sizes.min() >= 10 and sizes.max() <= B
+        if subset_sizes == "uniform_size":
+            assert set(sizes.tolist()) == set(range(10, B + 1))  # still uniform over what is allowed
+    assert candidate_masks(6, 50, subset_sizes, 0.1, False, g, min_size=10).all()  # B < min_batch: all of it
+    at_max = candidate_masks(1000, 200, subset_sizes, 0.1, False, g, min_size=10).sum(1)
+    low = 100 if subset_sizes == "uniform_size" else 10  # ceil(0.1 * 1000) rules at the top of the range
+    assert at_max.min() >= low and at_max.max() <= 1000 and (at_max < 1000).any()
+
+
+@pytest.mark.parametrize("B", [12, 20, 1000])
+def test_chosen_subset_has_at_least_min_batch_rows(B):
+    """Through EDBA.select: every candidate it scored (replayed from its generator) and the chosen one."""
+    cfg = EDBAConfig(initial_batch=min(B, 100), min_batch=10, num_candidates=64, include_full_batch=False)
+    edba = EDBA(cfg, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(B)
+    for step in range(6):
+        h, logits = torch.randn(B, 8, generator=g), torch.randn(B, 5, generator=g)
+        y = torch.randint(0, 5, (B,), generator=g)
+        replay = torch.Generator()
+        replay.set_state(edba.generator.get_state())
+        chosen = edba.select(h, logits, y)
+        if step == 0:  # the first step seeds the EMAs with the full batch and draws no candidates
+            continue
+        masks = candidate_masks(B, 64, cfg.subset_sizes, cfg.min_subset_frac, False, replay, cfg.min_batch)
+        assert torch.equal(chosen.indices, masks[chosen.candidate].nonzero().squeeze(1))  # the replay is faithful
+        assert masks.sum(1).min() >= max(10, math.ceil(0.1 * B)) and masks.sum(1).max() <= B
+        assert 10 <= len(chosen.indices) <= B and chosen.kept_fraction >= 10 / B
+
+
 def test_margin_guard_gives_no_nan():
     G = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
     clamp, signed = margin_losses(torch.tensor(0.5, dtype=torch.float64), G, 0.5, 2.0, eps=1e-6, guard="clamp")
@@ -122,7 +156,7 @@ def test_chosen_subset_is_the_argmin(model64, grad_metric, model_metric):
     replay = torch.Generator()
     replay.set_state(edba.generator.get_state())
     chosen = edba.select(h, logits, y)
-    masks = candidate_masks(16, 24, "uniform_size", cfg.min_subset_frac, True, replay)
+    masks = candidate_masks(16, 24, "uniform_size", cfg.min_subset_frac, True, replay, cfg.min_batch)
     losses = F.cross_entropy(logits, y, reduction="none")
     brute = []
     for m in masks:  # eq. (1) one subset at a time from the autograd per-sample gradients
@@ -261,3 +295,44 @@ def test_bad_options_are_named():
         EDBAConfig.from_dict({"num_candidate": 3})
     with pytest.raises(ValueError, match="min_batch"):
         EDBAConfig(initial_batch=5)
+
+
+# ---- the image loop's data drawing: the leak guard and batches larger than the subset -----------------------
+def tiny_data(n_train: int, subset: list[int]):
+    from pipeline.train.image import ImageData
+
+    local_of = torch.full((n_train,), -1, dtype=torch.long)
+    local_of[torch.tensor(subset)] = torch.arange(len(subset))
+    k = len(subset)
+    return ImageData(x=torch.zeros(k, 3, 8, 8, dtype=torch.uint8), y=torch.zeros(k, dtype=torch.long),
+                     global_index=torch.tensor(subset), local_of=local_of,
+                     test_x=torch.zeros(1, 3, 8, 8, dtype=torch.uint8), test_y=torch.zeros(1, dtype=torch.long),
+                     mean=torch.zeros(1, 3, 1, 1), std=torch.ones(1, 3, 1, 1), num_classes=2)
+
+
+def test_leak_guard_refuses_indices_outside_the_training_set():
+    from pipeline.train.image import LeakError
+
+    data = tiny_data(10, [2, 5, 9])  # 9 is in the subset, so a wrapped -1 would silently read it
+    assert data.rows(torch.tensor([9, 2, 5])).tolist() == [2, 0, 1]
+    with pytest.raises(LeakError, match=r"\[-1\] outside the training set of 10"):
+        data.rows(torch.tensor([2, -1]))
+    with pytest.raises(LeakError, match=r"\[10\] outside the training set of 10"):  # not a bare IndexError
+        data.rows(torch.tensor([10, 5]))
+    with pytest.raises(LeakError, match=r"\[3\] that are not in the run's subset"):
+        data.rows(torch.tensor([5, 3]))
+
+
+def test_a_batch_larger_than_the_subset_wraps_into_fresh_passes():
+    from pipeline.train.image import IndexStream
+
+    stream = IndexStream(torch.arange(100, 200), torch.Generator().manual_seed(0), "wrap")
+    batch = stream.take(300)  # starts a pass: every sample exactly 3 times, one fresh permutation per pass
+    assert torch.bincount(batch - 100, minlength=100).tolist() == [3] * 100
+    assert not torch.equal(batch[:100], batch[100:200])
+    stream.take(50)
+    counts = torch.bincount(stream.take(300) - 100, minlength=100)  # straddles 4 passes: 2 to 4 copies
+    assert counts.min() >= 2 and counts.max() <= 4 and counts.sum() == 300
+    with pytest.raises(ValueError, match="oversize_batch"):
+        IndexStream(torch.arange(10), torch.Generator(), "cap")
+

@@ -98,6 +98,7 @@ def test_paper_profile_settings(raw_params):
     assert (cfg.model.depth, cfg.model.widths, t.lr, t.momentum, t.nesterov, t.weight_decay, t.batch_size) == \
         (56, [16, 32, 64], 0.001, 0.9, True, 1e-5, 100)
     assert (cfg.edba.min_batch, cfg.edba.max_batch, cfg.edba.forward, t.augment) == (10, 1000, "two_pass", True)
+    assert t.oversize_batch == "wrap"  # how a batch larger than the subset is drawn is a stated setting
     assert config.validate(raw_params, "paper").edba.resolve("baseline-cifar10-n100").edba is None
 
 
@@ -131,6 +132,7 @@ def test_samples_per_epoch_readings(raw_params):
     (("datasets", "cifar10", "subsets"), ["p1", "p1"], "lists a subset twice"),
     (("method", "forward"), "one_pass", "edba.method.forward"),
     (("model", "depth"), 12, "6n\\+2"),
+    (("train", "oversize_batch"), "cap", "oversize_batch"),
 ])
 def test_bad_settings_are_one_line_errors(raw_params, path, value, message):
     raw = copy.deepcopy(raw_params)
@@ -174,6 +176,33 @@ def test_variant_trains_end_to_end(raw_params, data_root, tmp_path, variant):
         assert m["extra"]["forward"] == "two_pass"
 
 
+def test_oversize_batch_reaches_the_loop_and_a_batch_above_the_subset_wraps(raw_params, data_root, tmp_path,
+                                                                           monkeypatch):
+    params = make_params(raw_params, data_root, train={"batch_size": 25})  # the p1 subset has 10 images
+    seen, take = {}, image.IndexStream.take
+    fit = image.fit
+
+    def watched_fit(run, model, optimizer, scheduler, data, policy, loop, gens):
+        seen["mode"] = loop.oversize_batch
+        return fit(run, model, optimizer, scheduler, data, policy, loop, gens)
+
+    def recorded(self, k):
+        idx = take(self, k)
+        seen.setdefault("batches", []).append(idx)
+        return idx
+
+    monkeypatch.setattr(image, "fit", watched_fit)
+    monkeypatch.setattr(image.IndexStream, "take", recorded)
+    train(params, "baseline-cifar10-p1", tmp_path)
+    assert seen["mode"] == "wrap"
+    first = torch.bincount(seen["batches"][0], minlength=N_TRAIN)
+    assert len(seen["batches"][0]) == 25 and set(first[first > 0].tolist()) <= {2, 3}  # 2.5 passes of 10 images
+    raw = copy.deepcopy(raw_params)
+    del raw["edba"]["train"]["oversize_batch"]
+    with pytest.raises(config.ConfigError, match="oversize_batch"):  # params.yaml must state it
+        config.validate(raw, "paper")
+
+
 def test_batch_size_stays_within_bounds(raw_params, data_root, tmp_path):
     params = make_params(raw_params, data_root, train={"samples_per_epoch": 400, "eval_every": 2},
                          method={"window": 1, "factor": 2.0, "margin_tolerance": 0.0, "min_batch": 10,
@@ -187,10 +216,13 @@ def test_batch_size_stays_within_bounds(raw_params, data_root, tmp_path):
 
 
 # ---- leak guards -----------------------------------------------------------------------------------------------
-def test_leak_guard_fires_on_a_planted_index(raw_params, data_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["not_in_subset", "negative", "past_the_end"])
+def test_leak_guard_fires_on_a_planted_index(raw_params, data_root, tmp_path, monkeypatch, kind):
     params = make_params(raw_params, data_root)
     subset = set(np.load(data_root / "subsets/cifar10/seed0/p1.npy").tolist())
-    outside = min(set(range(N_TRAIN)) - subset)
+    outside = {"not_in_subset": min(set(range(N_TRAIN)) - subset),
+               "negative": max(subset) - N_TRAIN,  # would wrap to a subset image if not checked
+               "past_the_end": N_TRAIN}[kind]
     take = image.IndexStream.take
 
     def planted(self, k):  # the stream's indices with one training image from outside the subset
@@ -201,7 +233,7 @@ def test_leak_guard_fires_on_a_planted_index(raw_params, data_root, tmp_path, mo
     monkeypatch.setattr(image.IndexStream, "take", planted)
     for variant in ("edba-cifar10-p1", "baseline-cifar10-p1"):
         with pytest.raises(image.LeakError, match=rf"\[{outside}\]"):
-            train(params, variant, tmp_path, name=variant)
+            train(params, variant, tmp_path, name=f"{variant}-{kind}")
 
 
 @pytest.mark.parametrize("variant", ["baseline-cifar10-p10", "edba-cifar10-p10"])

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from pipeline.methods.growth import (
-    MODES, GrowthSchedule, build_model, carry_optimizer_state, extend_stage_masks, grow, growth_epochs,
-    initial_stage_masks, lr_multipliers, old_block, scaled_step, stage_widths)
+    MODES, GrowthSchedule, build_model, carry_optimizer_state, extend_lr_compensation, extend_stage_masks, grow,
+    growth_epochs, initial_stage_masks, lr_multipliers, old_block, scaled_step, stage_multipliers, stage_widths)
 from pipeline.models.flops import schedule_flops
 from pipeline.models.resnet import ResNet18, ResNet20
 from pipeline.models.vgg import VGG11
@@ -19,6 +19,7 @@ GROW = {ResNet20: ((4, 8, 16), (4, 10, 20)),
         VGG11: ((4, 8, 8, 8, 16, 16, 16, 16), (6, 10, 12, 8, 20, 18, 16, 22))}
 VARIANTS = [("random", "linear"), ("variance_transfer", "linear"), ("variance_transfer", "sqrt"),
             ("net2net", "linear")]
+OPTIONS = [{}, {"init_fan": "out"}, {"net2net_noise": 0.3}]  # grow()'s other options (each mode reads its own)
 
 
 
@@ -114,12 +115,13 @@ def test_every_mode_is_covered_and_unknown_ones_are_rejected():
         grow(trained_like(ResNet20, (4, 8, 16)), (2, 8, 16), "random", gen(0))
 
 
+@pytest.mark.parametrize("options", OPTIONS)
 @pytest.mark.parametrize("mode,factor", VARIANTS)
 @pytest.mark.parametrize("cls", list(GROW))
-def test_grow_preserves_the_function_in_eval_mode(cls, mode, factor):
+def test_grow_preserves_the_function_in_eval_mode(cls, mode, factor, options):
     small, grown = GROW[cls]
     model, x = trained_like(cls, small), inputs()
-    new, step = grow(model, grown, mode, gen(5), variance_factor=factor)
+    new, step = grow(model, grown, mode, gen(5), variance_factor=factor, **options)
     with torch.no_grad():
         before, after = model(x), new(x)
     assert before.abs().max() > 0.1  # a non-trivial output, so the tolerance below means something
@@ -131,10 +133,11 @@ def test_grow_preserves_the_function_in_eval_mode(cls, mode, factor):
         assert p.shape == dict(cls(10, grown).named_parameters())[name].shape
 
 
+@pytest.mark.parametrize("options", OPTIONS)
 @pytest.mark.parametrize("mode,factor", VARIANTS)
-def test_grow_preserves_the_function_in_train_mode(mode, factor):
+def test_grow_preserves_the_function_in_train_mode(mode, factor, options):
     model = trained_like(ResNet20, (4, 8, 16))
-    new, _ = grow(model, (6, 10, 20), mode, gen(5), variance_factor=factor)
+    new, _ = grow(model, (6, 10, 20), mode, gen(5), variance_factor=factor, **options)
     model.train(), new.train()
     with torch.no_grad():  # batch statistics: rescaled pre-activations are normalised away (up to BN's eps)
         assert (model(inputs()) - new(inputs())).abs().max() < 1e-4
@@ -153,6 +156,42 @@ def test_net2net_copies_units_and_allows_odd_growth():
     assert torch.allclose(conv1_new[:4, j] + conv1_new[:4, 4], conv1_old[:, j], atol=1e-7)
     with pytest.raises(ValueError, match="pairs"):
         grow(model, (5, 11, 16), "random", gen(2))
+
+
+def test_net2net_noise_breaks_the_copies_symmetry_and_keeps_the_function():
+    model, x = trained_like(ResNet20, (4, 8, 16)), inputs()
+    gradients = {}
+    for noise in (0.0, 0.2):
+        new, step = grow(model, (6, 8, 16), "net2net", gen(2), net2net_noise=noise)
+        with torch.no_grad():
+            assert (model(x) - new(x)).abs().max() < 1e-5
+        # stem units 4 and 5 copy old units; a source j with a copy: shares of its consumer column sum to 1
+        j = next(j for j in range(4) if torch.equal(new.stem.weight[4], model.stem.weight[j]))
+        conv1_old, conv1_new = model.stages[0][0].conv1.weight, new.stages[0][0].conv1.weight
+        copies = [i for i in range(6) if torch.equal(new.stem.weight[i], model.stem.weight[j])]
+        assert torch.allclose(conv1_new[:4, copies].sum(1), conv1_old[:, j], atol=1e-6)
+        assert torch.equal(step.old_scale["stages.0.0.conv1.weight"][:, j] * conv1_old[:, j], conv1_new[:4, j])
+        assert torch.equal(conv1_new[:, j], conv1_new[:, 4]) == (noise == 0)
+        new.train()
+        nn.functional.cross_entropy(new(x), torch.arange(6) % 10).backward()
+        gradients[noise] = new.stem.weight.grad[j].flatten(), new.stem.weight.grad[4].flatten()
+    a, b = gradients[0.0]
+    assert torch.allclose(a, b, atol=1e-7)  # equal shares: a copy and its source get the same gradient
+    a, b = gradients[0.2]
+    assert abs(float(torch.nn.functional.cosine_similarity(a, b, dim=0))) < 0.999  # not even parallel
+    with pytest.raises(ValueError, match="net2net_noise"):
+        grow(model, (6, 8, 16), "net2net", gen(2), net2net_noise=-0.1)
+
+
+def test_init_fan_out_draws_new_conv_units_at_the_fan_out():
+    model = trained_like(ResNet20, (4, 8, 16))
+    fan_in, _ = grow(model, (6, 8, 16), "random", gen(3))
+    fan_out, _ = grow(model, (6, 8, 16), "random", gen(3), init_fan="out")
+    # the same draws, std sqrt(2 / (9 * 3)) vs sqrt(2 / (9 * 6)): the stem's fan-in is 3 channels, fan-out 6
+    assert torch.allclose(fan_out.stem.weight[4:], fan_in.stem.weight[4:] * math.sqrt(3 / 6))
+    assert torch.equal(fan_out.head.weight, fan_in.head.weight)  # the head keeps PyTorch's fan-in law
+    with pytest.raises(ValueError, match="init_fan"):
+        grow(model, (6, 8, 16), "random", gen(3), init_fan="avg")
 
 
 def test_pairs_have_equal_incoming_and_opposite_outgoing_weights():
@@ -186,7 +225,9 @@ def test_grow_is_deterministic_given_the_generator():
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
-def test_whole_schedule_keeps_the_function_and_matches_fresh_parameter_counts():
+@pytest.mark.parametrize("mode,options", [("variance_transfer", {}), ("variance_transfer", {"init_fan": "out"}),
+                                          ("net2net", {"net2net_noise": 0.3})])
+def test_whole_schedule_keeps_the_function_and_matches_fresh_parameter_counts(mode, options):
     schedule = GrowthSchedule((16, 32, 64), total_epochs=90)
     widths = schedule.stage_widths()
     model, x = trained_like(ResNet20, widths[0]), inputs(n=4)
@@ -194,7 +235,7 @@ def test_whole_schedule_keeps_the_function_and_matches_fresh_parameter_counts():
         reference = model(x)
     masks = initial_stage_masks(model)
     for stage, w in enumerate(widths[1:], start=1):
-        model, step = grow(model, w, "variance_transfer", gen(stage), base_widths=widths[0])
+        model, step = grow(model, w, mode, gen(stage), base_widths=widths[0], **options)
         masks = extend_stage_masks(masks, model, step, stage)
         with torch.no_grad():
             assert (model(x) - reference).abs().max() < 1e-5
@@ -281,6 +322,58 @@ def test_stage_masks_and_lr_multipliers_match_hand_computed_norm_ratios():
     assert layer[0, 20].item() == pytest.approx(float(w[mk == 2].norm() / w[mk == 0].norm()), rel=1e-5)
     with pytest.raises(ValueError, match="scope"):
         lr_multipliers(model, masks, scope="unit")
+
+
+def test_stage_multipliers_report_every_stage():
+    model = trained_like(ResNet20, (4, 8, 16))
+    masks = initial_stage_masks(model)
+    for stage, widths in enumerate([(6, 10, 20), (8, 12, 24)], start=1):
+        model, step = grow(model, widths, "variance_transfer", gen(stage))
+        masks = extend_stage_masks(masks, model, step, stage)
+    multipliers = lr_multipliers(model, masks)
+    head = multipliers["head.weight"][0]
+    assert stage_multipliers(model, masks, multipliers) == pytest.approx([1.0, float(head[16]), float(head[20])])
+    assert float(head[16]) != float(head[20])  # two stages, two different multipliers
+    assert stage_multipliers(model, masks, {}) == [1.0, 1.0, 1.0]
+
+
+def test_vt_lr_compensation_is_s_squared_on_rescaled_entries_cumulative_over_growths():
+    model = trained_like(ResNet20, (4, 8, 16))
+    factors = {}
+    mid, steps = model, []
+    for widths in [(6, 10, 20), (8, 12, 24)]:
+        mid, step = grow(mid, widths, "variance_transfer", gen(1), base_widths=(4, 8, 16))
+        factors = extend_lr_compensation(factors, mid, step)
+        steps.append(step)
+    name = "stages.1.1.conv1.weight"  # fan-in 8 -> 10 -> 12: s = 8/10, then 10/12
+    f = factors[name]
+    assert steps[0].bn_scale[name] == pytest.approx(0.8) and steps[1].bn_scale[name] == pytest.approx(10 / 12)
+    assert torch.allclose(f[:8, :8], torch.full_like(f[:8, :8], (0.8 * 10 / 12) ** 2))  # rescaled twice
+    assert torch.allclose(f[:10, 8:10], torch.full_like(f[:10, 8:10], (10 / 12) ** 2))  # born at growth 1
+    assert (f[:, 10:] == 1).all() and (f[10:] == 1).all()  # born at growth 2: not rescaled
+    assert "head.weight" not in factors and "stem.weight" not in factors  # never rescaled
+    _, plain = grow(model, (6, 10, 20), "random", gen(1))
+    assert plain.bn_scale == {} and extend_lr_compensation({}, mid, plain) == {}
+
+
+def test_compensated_lr_keeps_the_relative_step_of_a_bn_normalised_layer():
+    """conv + BN is invariant to the conv's scale (up to BN's eps, tiny here): w -> s w with lr -> s^2 lr moves
+    to exactly s x the unscaled layer's new weights."""
+    x, s = torch.randn(8, 3, 6, 6, generator=gen(0), dtype=torch.float64), 0.6  # BN eps ~0: exactly invariant
+    layers = []
+    for scale, lr in ((1.0, 0.1), (s, 0.1), (s, 0.1 * s * s)):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4, eps=1e-30, affine=False)).double()
+        with torch.no_grad():
+            net[0].weight.mul_(scale)
+        w0 = net[0].weight.detach().clone()
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        (net(x) ** 3).mean().backward()
+        scaled_step(optimizer, net, {"0.weight": torch.full_like(w0, lr / 0.1)})
+        layers.append((w0, net[0].weight.detach()))
+    (w, w1), (_, plain), (_, compensated) = layers
+    assert torch.allclose(compensated, s * w1, atol=1e-12)  # the same relative step as unscaled
+    assert not torch.allclose(plain, s * w1, atol=1e-3)     # uncompensated: 1/s^2 times the relative step
 
 
 @pytest.mark.parametrize("make", [

@@ -175,23 +175,107 @@ def test_optimizer_and_schedule_continue_across_a_growth(params):
     total = steps * cfg.train.epochs  # the cosine schedule over the whole budget, per step, across the growth
     assert group["lr"] == pytest.approx(0.5 * cfg.train.lr * (1 + math.cos(math.pi * 8 / total)), rel=1e-9)
     g.update_multipliers()  # new entries: a multiplier of their own; stage-0 entries: 1
-    assert g.multipliers and g.newest_multiplier() != 1.0
+    s0, s1, *ahead = g.stage_multipliers()
+    assert g.multipliers and s0 == 1.0 and s1 != 1.0 and ahead == [None] * (len(plan.stage_widths) - 2)
     name = "stages.2.0.conv1.weight"
     m, mask = g.multipliers[name], g.masks[name]
-    assert torch.all(m[mask == 0] == 1) and torch.all(m[mask == 1] == g.newest_multiplier())
+    assert torch.all(m[mask == 0] == 1) and torch.allclose(m[mask == 1], torch.tensor(s1))
 
 
-def test_growing_state_round_trips_at_a_later_stage(params):
-    cfg = params.growth.resolve("net2net-cifar10")
+def with_method(cfg, **changes):
+    return cfg.model_copy(update={"method": cfg.method.model_copy(update=changes)})
+
+
+def grown(cfg, stage=1, steps=2, seed=0):
+    """A Growing trained `steps` SGD steps at stage 0, then grown to `stage` (multipliers updated)."""
+    g = growth.Growing(cfg, growth.plan_for(cfg), 10, 4, torch.device("cpu"), seed=seed)
+    x, y = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3)), torch.arange(8) % 10
+    for _ in range(steps):
+        g.zero_grad()
+        torch.nn.functional.cross_entropy(g.model(x), y).backward()
+        g.step()
+    g.start_epoch(stage, torch.Generator().manual_seed(1))
+    g.zero_grad()
+    torch.nn.functional.cross_entropy(g.model(x), y).backward()
+    return g
+
+
+def test_every_stage_multiplier_is_recorded_per_epoch(params, tmp_path):
+    run(params, tmp_path, "grow_vt_lr-cifar10")
+    run(params, tmp_path, "grow_vt-cifar10")
+    for variant in ("grow_vt_lr-cifar10", "grow_vt-cifar10"):
+        rows = history(tmp_path, variant)
+        for epoch, row in enumerate(rows):  # stage == epoch here: growths after epochs 1, 2, 3
+            recorded = [row[f"lr_multiplier_s{k}"] for k in range(4)]
+            assert all(v != "" for v in recorded[:epoch + 1]) and all(v == "" for v in recorded[epoch + 1:])
+            assert float(recorded[0]) == 1.0 and row["lr_multiplier"] == recorded[epoch]
+            values = [float(v) for v in recorded[1:epoch + 1]]
+            assert all(v != 1.0 for v in values) if variant.startswith("grow_vt_lr") else all(v == 1.0 for v in values)
+    last = history(tmp_path, "grow_vt_lr-cifar10")[-1]
+    assert len({last[f"lr_multiplier_s{k}"] for k in (1, 2, 3)}) == 3  # three growth stages, three multipliers
+    # the same numbers as the trained network's own multiplier tensors (here: a fresh Growing at stage 3)
+    cfg = params.growth.resolve("grow_vt_lr-cifar10")
+    g = grown(cfg, stage=3)
+    head, mask = g.multipliers["head.weight"], g.masks["head.weight"]
+    assert g.stage_multipliers() == pytest.approx([float(head[mask == k][0]) for k in range(4)])
+
+
+def test_vt_lr_compensation_multiplies_the_rescaled_weights_lr_by_s_squared(params):
+    cfg = params.growth.resolve("grow_vt-cifar10")
+    plain, compensated = grown(cfg), grown(with_method(cfg, vt_compensate_lr=True))
+    assert plain.multipliers == {} and plain.compensation == {}  # off: plain steps, no factor anywhere
+    name = "stages.1.0.conv1.weight"  # reads stage 0's stream: fan-in 2 -> 4 at the first growth (smoke widths)
+    (c_in, c_out), (c_in_new, _) = (growth.plan_for(cfg).stage_widths[k][:2] for k in (0, 1))
+    s = c_in / c_in_new
+    assert s < 1
+    factor, old = compensated.multipliers[name], (slice(0, c_out), slice(0, c_in))
+    new = torch.ones_like(factor, dtype=torch.bool)
+    new[old] = False
+    assert torch.allclose(factor[old], torch.full_like(factor[old], s * s))
+    assert new.any() and torch.all(factor[new] == 1)  # new entries: not rescaled, no factor
+    assert "head.weight" not in compensated.multipliers  # the head feeds no BN: never rescaled
+    before = {k: dict(g.model.named_parameters())[name].detach().clone() for k, g in (("p", plain), ("c", compensated))}
+    plain.step(), compensated.step()
+    delta = {k: dict(g.model.named_parameters())[name].detach() - before[k]
+             for k, g in (("p", plain), ("c", compensated))}
+    assert delta["p"][old].abs().max() > 0
+    assert torch.allclose(delta["c"][old], s * s * delta["p"][old], rtol=1e-4, atol=1e-7)  # float32 lerp
+    assert torch.allclose(delta["c"][new], delta["p"][new], rtol=1e-4, atol=1e-7)
+    both = grown(with_method(params.growth.resolve("grow_vt_lr-cifar10"), vt_compensate_lr=True))
+    assert torch.allclose(both.multipliers[name], both.adapted[name] * both.compensation[name])  # LR adaptation x s^2
+
+
+def test_lr_recompute_and_head_options(params):
+    cfg = params.growth.resolve("grow_vt_lr-cifar10")
+    for every, expect_change in (("epoch", True), ("growth", False)):
+        g = grown(with_method(cfg, lr_recompute=every))
+        at_growth = {n: m.clone() for n, m in g.multipliers.items()}
+        for _ in range(3):  # the norms move with training
+            g.step()
+        g.start_epoch(1, torch.Generator())  # a new epoch in the same stage
+        same = all(torch.equal(at_growth[n], g.multipliers[n]) for n in at_growth)
+        assert same != expect_change
+    with_head, without = grown(cfg), grown(with_method(cfg, lr_include_head=False))
+    assert "head.weight" in with_head.multipliers and "head.weight" not in without.multipliers
+    assert "head.bias" not in without.multipliers
+    assert without.stage_multipliers()[1] != with_head.stage_multipliers()[1]  # the head's norm left out
+
+
+@pytest.mark.parametrize("variant,changes", [("net2net-cifar10", {"net2net_noise": 0.1}),
+                                             ("grow_vt_lr-cifar10", {"vt_compensate_lr": True})])
+def test_growing_state_round_trips_at_a_later_stage(params, variant, changes):
+    cfg = with_method(params.growth.resolve(variant), **changes)
     plan = growth.plan_for(cfg)
     a = growth.Growing(cfg, plan, 10, 4, torch.device("cpu"), seed=0)
-    a.grow_to(2, torch.Generator().manual_seed(1))
+    a.start_epoch(2, torch.Generator().manual_seed(1))
     b = growth.Growing(cfg, plan, 10, 4, torch.device("cpu"), seed=5)  # stage 0, other weights
     b.load_state_dict(a.state_dict())
     assert b.stage == 2 and b.model.widths == plan.stage_widths[2]
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert b.scheduler.optimizer is b.optimizer and b.scheduler.last_epoch == a.scheduler.last_epoch
+    assert a.multipliers.keys() == b.multipliers.keys()  # the multipliers in use come back, compensation included
+    assert all(torch.equal(a.multipliers[n], b.multipliers[n]) for n in a.multipliers)
 
 
 # ---------------------------------------------------------------------------------------------- resume

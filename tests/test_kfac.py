@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.methods.kfac import KFAC
+from pipeline.seeding import derive_seed
 
 
 class TinyCNN(nn.Module):
@@ -141,18 +142,19 @@ def test_statistics_only_in_training_mode():
     assert set(opt._pending) == {model.conv1, model.conv2, model.head}
 
 
-def test_state_dict_round_trip_continues_identically():
-    def run(steps, resume_at=None):
+@pytest.mark.parametrize("fisher", ["empirical", "sampled"])
+def test_state_dict_round_trip_continues_identically(fisher):
+    def run(steps, resume_at=None, fisher=fisher):
         torch.manual_seed(0)
         model = TinyCNN()
-        opt = KFAC(model.parameters(), model=model, lr=0.05, inv_every=3, weight_decay=5e-4)
+        opt = KFAC(model.parameters(), model=model, lr=0.05, inv_every=3, weight_decay=5e-4, fisher=fisher)
         for step in range(steps):
             if step == resume_at:  # rebuild everything from a checkpoint, as the engine does after a kill
                 saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
                 opt.remove_hooks()
                 model = TinyCNN()
                 model.load_state_dict(saved_model)
-                opt = KFAC(model.parameters(), model=model, lr=0.05, inv_every=3, weight_decay=5e-4)
+                opt = KFAC(model.parameters(), model=model, lr=0.05, inv_every=3, weight_decay=5e-4, fisher=fisher)
                 opt.load_state_dict(saved_opt)
             x, y = _images(step)
             opt.zero_grad()
@@ -160,10 +162,79 @@ def test_state_dict_round_trip_continues_identically():
             opt.step()
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
-    assert torch.equal(run(8), run(8, resume_at=4))
+    assert torch.equal(run(8), run(8, resume_at=4))  # sampled: the same labels are drawn after the resume
+    assert not torch.equal(run(8, fisher="empirical"), run(8, fisher="sampled"))  # the Fisher choice matters
 
 
-@pytest.mark.parametrize("bad", [dict(lr=0.0), dict(damping=0.0), dict(inv_every=0), dict(stat_decay=1.0)])
+# ---- the Fisher: empirical (the data's labels) or sampled (labels drawn from the model), M&G 2015 §5 ------------
+def _batch_G(opt, layer):
+    pending = opt._pending[layer]
+    return pending["G"] / pending["nG"]
+
+
+def _G_of(probs, labels):
+    """(1/n) sum_i (p_i - e_y_i)(p_i - e_y_i)^T: n g g^T summed, g = (p - e_y) / n the mean-CE logit gradient."""
+    r = probs - F.one_hot(labels, probs.shape[1]).to(probs.dtype)
+    return r.t() @ r / len(labels)
+
+
+def test_sampled_fisher_takes_g_from_labels_drawn_from_the_model_and_leaves_grad_alone():
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 3)
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    seen = {}
+    for fisher in ("empirical", "sampled"):
+        model = copy.deepcopy(layer)
+        opt = KFAC(model.parameters(), model=model, lr=0.1, fisher=fisher, seed=7)
+        F.cross_entropy(model(x), y).backward()
+        seen[fisher] = (_batch_G(opt, model), model.weight.grad.clone(), model.bias.grad.clone())
+    probs = torch.softmax(layer(x).detach(), dim=1)
+    gen = torch.Generator().manual_seed(derive_seed(7, "kfac/fisher/0/0"))  # seed 7, step 0, first forward
+    drawn = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+    assert not torch.equal(drawn, y)
+    assert torch.allclose(seen["empirical"][0], _G_of(probs, y), atol=1e-6)
+    assert torch.allclose(seen["sampled"][0], _G_of(probs, drawn), atol=1e-6)
+    assert not torch.allclose(seen["sampled"][0], seen["empirical"][0], atol=1e-3)
+    # the extra backward returns its gradients instead of accumulating them: .grad is the training loss's only
+    assert torch.equal(seen["sampled"][1], seen["empirical"][1]) and torch.equal(seen["sampled"][2], seen["empirical"][2])
+
+
+def test_sampled_fisher_estimates_the_models_fisher_where_the_empirical_one_does_not():
+    # output layer: the Fisher's G is E_x[diag(p) - p p^T]; labels unrelated to the model (all class 0) bias the
+    # empirical G, while labels drawn from the model give it within sampling error (n = 20,000 rows)
+    torch.manual_seed(0)
+    n = 20000
+    x, y = torch.randn(n, 2), torch.zeros(n, dtype=torch.long)
+    found = {}
+    for fisher in ("empirical", "sampled"):
+        torch.manual_seed(1)
+        model = nn.Linear(2, 3, bias=False)
+        opt = KFAC(model.parameters(), model=model, lr=0.1, fisher=fisher)
+        F.cross_entropy(model(x), y).backward()
+        found[fisher] = _batch_G(opt, model)
+    probs = torch.softmax(model(x).detach(), dim=1)
+    fisher_G = (torch.diag_embed(probs) - probs[:, :, None] * probs[:, None, :]).mean(0)
+    assert (found["sampled"] - fisher_G).abs().max() < 0.02
+    assert (found["empirical"] - fisher_G).abs().max() > 0.1
+
+
+def test_sampled_fisher_needs_logits_as_the_model_output():
+    class TupleOut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(2, 3)
+
+        def forward(self, x):
+            return self.head(x), None
+
+    model = TupleOut()
+    KFAC(model.parameters(), model=model, lr=0.1, fisher="sampled")
+    with pytest.raises(ValueError, match="fisher='sampled' needs a model whose output is the logits"):
+        model(torch.randn(4, 2))
+
+
+@pytest.mark.parametrize("bad", [dict(lr=0.0), dict(damping=0.0), dict(inv_every=0), dict(stat_decay=1.0),
+                                 dict(stats_every=0), dict(kl_clip=0.0), dict(fisher="true")])
 def test_invalid_settings_are_rejected(bad):
     model = nn.Linear(2, 2)
     with pytest.raises(ValueError, match=next(iter(bad))):

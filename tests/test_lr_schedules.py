@@ -76,6 +76,43 @@ def test_cyclical_defaults():
     assert _lrs("cyclical", optimizer_name="adam")[30] == pytest.approx(LR)
 
 
+def test_cyclical_base_ratio_and_cycle_length_change_the_trace():
+    # base = base_ratio x max; 6 epochs at 3 per cycle -> 2 cycles: half-cycle 60 / 4 = 15 iterations
+    got = _lrs("cyclical", base_ratio=0.1, epochs_per_cycle=3)
+    assert got[0] == pytest.approx(0.1 * LR) and min(got) == pytest.approx(0.1 * LR)
+    assert got[15] == pytest.approx(LR) and got[30] == pytest.approx(0.1 * LR) and got[45] == pytest.approx(LR)
+    assert default_step_size(STEPS_PER_EPOCH, EPOCHS, epochs_per_cycle=3) == 15
+    assert got != _lrs("cyclical")  # the defaults (1/4, 8 epochs) give another trace
+    assert _lrs("cyclical", base_ratio=0.25, epochs_per_cycle=8) == _lrs("cyclical")
+    with pytest.raises(ValueError, match="0 < base_ratio < 1"):
+        build_scheduler("cyclical", _optimizer(), STEPS_PER_EPOCH, EPOCHS, base_ratio=1.0)
+    with pytest.raises(ValueError, match="epochs_per_cycle > 0"):
+        build_scheduler("cyclical", _optimizer(), STEPS_PER_EPOCH, EPOCHS, epochs_per_cycle=0)
+
+
+def test_one_cycle_options_change_the_trace_and_momentum_cycles_only_when_asked():
+    got = _lrs("one_cycle", div_factor=10.0, pct_start=0.5, anneal_strategy="linear")
+    assert got[0] == pytest.approx(LR / 10) and max(got) == pytest.approx(LR)
+    assert got.index(max(got)) == round(0.5 * TOTAL) - 1  # warm-up ends at pct_start of the budget
+    assert got[10] == pytest.approx(LR / 10 + (LR - LR / 10) * 10 / 29)  # linear warm-up over 29 iterations
+
+    def momenta(**options):
+        opt = _optimizer()
+        scheduler = build_scheduler("one_cycle", opt, STEPS_PER_EPOCH, EPOCHS, **options)
+        out = []
+        for _ in range(TOTAL):
+            out.append(opt.param_groups[0]["momentum"])
+            opt.step()
+            scheduler.step()
+        return out
+
+    assert set(momenta()) == {0.9}  # the default: the lr only
+    cycled = momenta(cycle_momentum=True, base_momentum=0.8, max_momentum=0.97)
+    assert cycled[0] == pytest.approx(0.97) and min(cycled) == pytest.approx(0.8)
+    peak = _lrs("one_cycle")
+    assert cycled.index(min(cycled)) == peak.index(max(peak))  # lowest momentum at the lr's peak (Smith 2018 §4)
+
+
 def test_one_cycle_matches_torch_cosine_phases():
     top, div, final_div, pct = LR, 25.0, 1e4, 0.3
     initial, minimum = top / div, top / div / final_div

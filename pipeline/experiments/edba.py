@@ -105,7 +105,8 @@ def train(params, variant: str, seed: int, run_dir: Path, checkpoint_root: Path,
     policy = build_policy(cfg, model.head, gens["method"])
     loop = image.ImageLoop(epochs=cfg.train.epochs, samples_per_epoch=samples_per_epoch(cfg, data),
                            eval_every=cfg.train.eval_every, eval_batch=cfg.train.eval_batch,
-                           augment=cfg.train.augment, forward_flops=conv_linear_flops(model))
+                           augment=cfg.train.augment, oversize_batch=cfg.train.oversize_batch,
+                           forward_flops=conv_linear_flops(model))
     image.fit(run, model, build_optimizer(cfg, model), None, data, policy, loop, gens)
 
     run.extra.update({

@@ -14,7 +14,9 @@ optimizer with its scheduler, the stage masks) lives in one checkpointed object,
 its stage, so that a resumed run first rebuilds the network at that stage's widths and only then loads weights.
 
 History adds per epoch: stage, width (channels / full-width channels), params, epoch_flops (analytic: 3 x forward
-FLOPs of the current widths per sample), lr_multiplier (the newest stage's LR multiplier; 1 without adaptation).
+FLOPs of the current widths per sample), lr_multiplier_s<k> for every stage k of the plan (stage k's
+LR-adaptation multiplier, the mean over its weight entries; 1 without adaptation; empty before stage k exists),
+lr_multiplier (the current stage's).
 metrics.json extra: flops_fraction (training FLOPs / the fixed full-width network's for the same samples),
 final_widths, full_widths, stage_widths, growth_epochs, parameters, full_width_parameters.
 """
@@ -27,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from ..methods.growth import (GrowthSchedule, carry_optimizer_state, extend_stage_masks, grow, initial_stage_masks,
-                              lr_multipliers, scaled_step)
+from ..methods.growth import (GrowthSchedule, carry_optimizer_state, extend_lr_compensation, extend_stage_masks,
+                              grow, initial_stage_masks, lr_multipliers, scaled_step, stage_multipliers)
 from ..methods.lr_schedules import build_scheduler
 from ..models.flops import TRAIN_TO_FORWARD, conv_linear_flops
 from ..schemas.growth import Growth, Resolved
@@ -81,14 +83,17 @@ def steps_per_epoch(cfg: Resolved, train_size: int) -> int:
 class Growing:
     """The network, its SGD optimizer + cosine scheduler and the LR-adaptation stage masks, at `stage`.
 
-    Also the optimizer interface train_epoch calls (zero_grad, step): with LR adaptation a step is the growth
-    method's scaled_step (per-entry multipliers on the update), otherwise the plain optimizer step.
-    state_dict() holds the stage; load_state_dict() rebuilds everything at that stage's widths before loading.
+    Also the optimizer interface train_epoch calls (zero_grad, step): with LR adaptation or variance-transfer LR
+    compensation a step is the growth method's scaled_step (per-entry multipliers on the update), otherwise the
+    plain optimizer step. state_dict() holds the stage and the multipliers in use; load_state_dict() rebuilds
+    everything at that stage's widths before loading.
     """
 
     def __init__(self, cfg: Resolved, plan: Plan, num_classes: int, steps: int, device, seed: int):
         self.cfg, self.plan, self.num_classes, self.steps, self.device = cfg, plan, num_classes, steps, device
-        self.multipliers: dict[str, torch.Tensor] = {}  # parameter name -> per-entry LR multiplier
+        self.adapted: dict[str, torch.Tensor] = {}  # parameter name -> per-entry LR-adaptation multiplier
+        self.compensation: dict[str, torch.Tensor] = {}  # parameter name -> per-entry s^2 (vt_compensate_lr)
+        self.multipliers: dict[str, torch.Tensor] = {}  # their product: what a step uses
         self._build(0, generator(seed, "init"))  # the initialisation depends on the seed only
 
     def _build(self, stage: int, init: torch.Generator) -> None:
@@ -102,28 +107,47 @@ class Growing:
         self.scheduler = build_scheduler(t.lr_schedule, self.optimizer, self.steps, t.epochs)
         self.masks = initial_stage_masks(self.model) if self.cfg.lr_adaptation else None
 
+    def start_epoch(self, stage: int, method_gen: torch.Generator) -> None:
+        """Grow to `stage` if needed, then recompute the LR multipliers after a growth, and at every epoch start
+        with lr_recompute "epoch" (with "growth" they stay as computed at the last growth)."""
+        grew = stage > self.stage
+        self.grow_to(stage, method_gen)
+        if grew or (self.cfg.method is not None and self.cfg.method.lr_recompute == "epoch"):
+            self.update_multipliers()
+
     def grow_to(self, stage: int, method_gen: torch.Generator) -> None:
         """Grow to the widths of `stage` (one growth per stage, in order), keeping function and optimizer state."""
         m = self.cfg.method
         for k in range(self.stage + 1, stage + 1):
             new_model, step = grow(self.model, self.plan.stage_widths[k], self.cfg.growth, method_gen,
-                                   variance_factor=m.variance_factor, base_widths=self.plan.stage_widths[0])
+                                   variance_factor=m.variance_factor, base_widths=self.plan.stage_widths[0],
+                                   init_fan=m.init_fan, net2net_noise=m.net2net_noise)
             carry_optimizer_state(self.optimizer, self.model, new_model, step, rescale_state=m.rescale_state)
             if self.masks is not None:
                 self.masks = extend_stage_masks(self.masks, new_model, step, stage=k)
+            if m.vt_compensate_lr:  # BN makes rescaled weights' effective LR 1/s^2: give them s^2 back
+                self.compensation = extend_lr_compensation(self.compensation, new_model, step)
             self.model, self.stage = new_model, k
 
     def update_multipliers(self) -> None:
-        """LR adaptation: per-stage multipliers from the current weight norms (at every epoch start)."""
+        """LR adaptation's per-stage multipliers from the current weight norms, times the VT compensation."""
         if self.masks is not None:
-            self.multipliers = lr_multipliers(self.model, self.masks, scope=self.cfg.method.lr_scope)
+            m = self.cfg.method
+            self.adapted = lr_multipliers(self.model, self.masks, scope=m.lr_scope, include_head=m.lr_include_head)
+        self._combine()
 
-    def newest_multiplier(self) -> float:
-        """The LR multiplier of the entries created by the latest growth (1.0 at stage 0 / without adaptation)."""
-        for name, mask in (self.masks or {}).items():
-            if name in self.multipliers and (mask == self.stage).any() and self.model.get_parameter(name).dim() >= 2:
-                return float(self.multipliers[name][mask == self.stage][0])
-        return 1.0
+    def _combine(self) -> None:
+        one = lambda table, n: table.get(n, 1.0)
+        names = [*self.adapted, *(n for n in self.compensation if n not in self.adapted)]
+        self.multipliers = {n: one(self.adapted, n) * one(self.compensation, n) for n in names}
+
+    def stage_multipliers(self) -> list[float | None]:
+        """LR-adaptation multiplier of every stage of the plan (all 1.0 without adaptation; VT compensation
+        apart), None for the stages not reached yet."""
+        ahead = [None] * (len(self.plan.stage_widths) - 1 - self.stage)
+        if self.masks is None:
+            return [1.0] * (self.stage + 1) + ahead
+        return stage_multipliers(self.model, self.masks, self.adapted, self.cfg.method.lr_include_head) + ahead
 
     # the optimizer interface of train_epoch
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -138,7 +162,8 @@ class Growing:
     # the checkpoint protocol
     def state_dict(self) -> dict:
         return {"stage": self.stage, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "masks": self.masks}
+                "scheduler": self.scheduler.state_dict(), "masks": self.masks, "adapted": self.adapted,
+                "compensation": self.compensation}
 
     def load_state_dict(self, state: dict) -> None:
         self._build(state["stage"], torch.Generator().manual_seed(0))  # placeholder weights, overwritten next
@@ -147,10 +172,19 @@ class Growing:
         self.scheduler.load_state_dict(state["scheduler"])
         if state["masks"] is not None:
             self.masks = {n: m.to(self.device) for n, m in state["masks"].items()}
+        self.adapted, self.compensation = ({n: t.to(self.device) for n, t in state[k].items()}
+                                           for k in ("adapted", "compensation"))
+        self._combine()  # the multipliers in use at the checkpoint, not recomputed from the loaded weights
 
 
 def channels(widths) -> int:
     return sum(widths)
+
+
+def stage_columns(multipliers: list[float | None], stage: int) -> dict:
+    """History columns: lr_multiplier_s<k> for every stage of the plan (empty before stage k exists) and
+    lr_multiplier, the current (newest) stage's."""
+    return {**{f"lr_multiplier_s{k}": m for k, m in enumerate(multipliers)}, "lr_multiplier": multipliers[stage]}
 
 
 # ---------------------------------------------------------------------------------------------- the driver
@@ -171,8 +205,7 @@ def fit(run, growing: Growing, data, loop: ImageLoop, seed_gens: dict) -> None:
     while not run.done and run.epoch < loop.epochs:
         try:
             with run.training():
-                growing.grow_to(growing.plan.stage_at(run.epoch), seed_gens["method"])
-                growing.update_multipliers()
+                growing.start_epoch(growing.plan.stage_at(run.epoch), seed_gens["method"])
             loop.forward_flops = conv_linear_flops(growing.model)  # at the current widths (not timed: bookkeeping)
             lr = growing.optimizer.param_groups[0]["lr"]  # the epoch's first-step lr (the schedule moves it per step)
             with run.training():
@@ -188,7 +221,7 @@ def fit(run, growing: Growing, data, loop: ImageLoop, seed_gens: dict) -> None:
                "batch_size": stats["batch_size"], "steps": stats["steps"], "stage": growing.stage,
                "width": channels(growing.model.widths) / full,
                "params": sum(p.numel() for p in growing.model.parameters()), "epoch_flops": stats["flops"],
-               "lr_multiplier": growing.newest_multiplier(), **totals}
+               **stage_columns(growing.stage_multipliers(), growing.stage), **totals}
         run.end_epoch(row, objects, done=last)
     run.distinct_samples = int(seen.sum().item())
 

@@ -78,11 +78,15 @@ def init_weight_norm(model: torch.nn.Module, cfg: Resolved, data: ImageData, see
 
 
 def build_optimization(cfg: Resolved, variant: str, model: torch.nn.Module, lr: float, steps_per_epoch: int,
-                       epochs: int):
-    """(optimizer, scheduler) of the variant at `lr`; the schedule spans steps_per_epoch x epochs steps."""
+                       epochs: int, seed: int = 0):
+    """(optimizer, scheduler) of the variant at `lr`; the schedule spans steps_per_epoch x epochs steps.
+
+    cfg.options / cfg.schedule_options carry params.yaml's optimizer_options / schedule_options (and the variant's
+    overrides), so every setting besides the lr reaches the builders from the configuration."""
     options = dict(cfg.options)
     if cfg.optimizer == "kfac":
         options["model"] = model  # K-FAC hooks the model's Linear/Conv2d layers
+        options["seed"] = seed  # the stream of sampled-Fisher labels (fisher: sampled), per run seed
     try:
         optimizer = build_optimizer(cfg.optimizer, model.parameters(), lr, **options)
         scheduler = build_scheduler(cfg.schedule, optimizer, steps_per_epoch, epochs, **cfg.schedule_options)
@@ -102,7 +106,7 @@ def fit_variant(run, cfg: Resolved, variant: str, lr: float, data: ImageData, se
     init_weight_norm(model, cfg, data, seed)  # before resume: a checkpoint overwrites it
     steps_per_epoch = math.ceil(len(data.y) / cfg.train.batch_size)  # what image.train_epoch takes per epoch
     forward_flops = conv_linear_flops(model)  # before the optimizer: K-FAC must not see this probe
-    optimizer, scheduler = build_optimization(cfg, variant, model, lr, steps_per_epoch, epochs)
+    optimizer, scheduler = build_optimization(cfg, variant, model, lr, steps_per_epoch, epochs, seed)
     loop = image.ImageLoop(epochs=epochs, samples_per_epoch=len(data.y), eval_every=1,  # every epoch: time-to-target
                            eval_batch=cfg.train.eval_batch, augment=cfg.train.augment,
                            clip_grad_norm=cfg.train.clip_grad_norm, forward_flops=forward_flops)

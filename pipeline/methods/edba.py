@@ -20,9 +20,9 @@ Where the paper is silent the choice is ours, a parameter of `EDBAConfig` (param
   initial_batch        100             paper "Experiments"
   min_batch, max_batch 10, 1000        paper "Experiments" (1000 "adjustable depending on the hardware")
   num_candidates       64              scoring costs n_cand*B^2 flops (<1% of a step); more only refines the argmin
-  subset_sizes         "uniform_size"  size ~ U{ceil(min_subset_frac*B)..B}, then uniform members: spans small to
-                                       full subsets ("bernoulli", every subset equally likely, puts ~all sizes at
-                                       B/2 +- sqrt(B)/2 so the batch could never be mostly kept or mostly dropped)
+  subset_sizes         "uniform_size"  size ~ U{max(min_batch, ceil(min_subset_frac*B))..B}, uniform members: small
+                                       to full subsets ("bernoulli", all subsets equally likely, puts ~all sizes at
+                                       B/2 +- sqrt(B)/2: never mostly kept or mostly dropped); >= min_batch rows
   min_subset_frac      0.1             at B=100 the smallest subset is 10, the paper's smallest batch
   include_full_batch   True            the plain full-batch step is always on offer (candidate 0, wins ties)
   ema_decay            0.9             ~10-step memory: M - M_ema follows the recent trend, not one batch's noise
@@ -45,17 +45,15 @@ Where the paper is silent the choice is ours, a parameter of `EDBAConfig` (param
   factor               1.5             multiplicative; 10 -> 1000 in about 11 decisions
   forward              "two_pass"      the paper's order ("those samples are thereafter taken and used in an usual
                                        forward and backpropagation step"): a no-grad selection forward (BN buffers
-                                       restored afterwards, so it leaves no trace), then forward/backward on the
-                                       kept rows. "shared": one forward with grad over the whole batch feeds the
-                                       selection and the loss of the kept rows (cost = baseline step + the Gram),
-                                       but BatchNorm batch statistics and running averages then include the
-                                       dropped rows and the kept rows' gradient flows through them. Measured
-                                       (benchmarks/edba_step_time.py, CPU, batch 100, at init): gradient cosine
-                                       shared vs two-pass for half a batch 0.94 (PreResNet-20), 0.77 (-56), vs
-                                       0.04-0.06 between two halves; step time two-pass 1.0-1.2x of baseline at
-                                       the 63-76% kept seen there, 1.37x when all is kept; shared 1.0x always.
-  batch drawing        the loop's IndexStream: a fresh seeded permutation of the (sub)set per pass, read B at a
-                       time and wrapping, so a batch of 300 from 100 samples holds every sample 3 times.
+                                       restored, so it leaves no trace), then forward/backward on the kept rows.
+                                       "shared": one forward with grad over the batch feeds the selection and the
+                                       kept rows' loss (cost = baseline step + the Gram), but BatchNorm statistics
+                                       then include the dropped rows and the kept rows' gradient flows through them.
+                                       Step time / baseline (benchmarks/edba_step_time.py, PreResNet-56, batch 100,
+                                       CPU, 1 thread, 20 rounds, two runs): two_pass 1.05-1.12x at 70% kept, and
+                                       1.33-1.37x when all is kept, missing the 1.10x target; shared 0.99-1.02x.
+                                       Gradient cosine shared vs two-pass, half a batch: 0.77 (0.04 between halves).
+  oversize batch       params edba.train.oversize_batch "wrap": read on into fresh permutations (image.IndexStream)
 
 Shapes: B batch, F features, C classes, n candidate subsets. Randomness: only the `torch.Generator` given to
 `EDBA` (masks are drawn on its device, then moved to the batch's device).
@@ -149,17 +147,18 @@ def gram(D: torch.Tensor, H: torch.Tensor, bias: bool = True) -> torch.Tensor:
 
 
 def candidate_masks(batch: int, num: int, subset_sizes: str, min_subset_frac: float, include_full: bool,
-                    generator: torch.Generator) -> torch.Tensor:
-    """bool [num, batch] random subsets (row 0 the full batch when include_full), on the generator's device."""
+                    generator: torch.Generator, min_size: int = 1) -> torch.Tensor:
+    """bool [num, batch] random subsets of at least min(batch, min_size) rows (EDBA passes min_batch: a kept
+    subset is the step's batch, so it obeys the batch bounds), row 0 the full batch when include_full."""
     dev = generator.device
     scores = torch.rand(num, batch, generator=generator, device=dev)
-    if subset_sizes == "bernoulli":
-        masks = scores < 0.5
-        masks[masks.sum(1) == 0, 0] = True  # a subset is never empty
+    ranks = scores.argsort(dim=1).argsort(dim=1)  # a uniform random order of the rows, per candidate
+    floor = min(batch, max(1, min_size))
+    if subset_sizes == "bernoulli":  # rows with score < 0.5 are the lowest ranks: topping up keeps the order
+        masks = (scores < 0.5) | (ranks < floor)  # a subset under `floor` rows gets the next-ranked rows
     else:
-        low = min(batch, max(1, math.ceil(min_subset_frac * batch)))
+        low = max(floor, min(batch, math.ceil(min_subset_frac * batch)))  # U{max(min_size, ceil(f B))..B}
         sizes = torch.randint(low, batch + 1, (num, 1), generator=generator, device=dev)
-        ranks = scores.argsort(dim=1).argsort(dim=1)  # a uniform random order of the rows, per candidate
         masks = ranks < sizes  # the first `size` rows of that order
     if include_full:
         masks[0] = True
@@ -212,7 +211,7 @@ class EDBA:
         losses = F.cross_entropy(logits, targets, reduction="none")  # [B]
         K = gram(*per_sample_last_layer_grads(h, logits, targets), bias=bias)  # [B, B]
         masks = candidate_masks(B, cfg.num_candidates, cfg.subset_sizes, cfg.min_subset_frac,
-                                cfg.include_full_batch, self.generator).to(h.device)  # [n, B]
+                                cfg.include_full_batch, self.generator, cfg.min_batch).to(h.device)  # [n, B]
         G = subset_grad_norms(K, masks, cfg.grad_metric)  # [n]
         M = (masks.to(dtype) @ losses) / masks.sum(1) if cfg.model_metric == "subset" else losses.mean().expand_as(G)
         if self.model_ema is None:  # first step: nothing to compare with -> the full batch, which seeds the EMAs

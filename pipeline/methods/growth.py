@@ -5,13 +5,12 @@ From a model at about 1/4 of its target widths, a schedule fixed in advance grow
 growth step keeps the network's function and the optimizer's state. Variance transfer rescales the weights whose
 fan-in grew; LR adaptation gives the parameters created at each growth stage their own learning-rate multiplier.
 
-    schedule = GrowthSchedule(full_widths=(16, 32, 64), total_epochs=160)
-    schedule.stage_widths()   -> [(4, 8, 16), (4, 10, 20), ..., (16, 32, 64)]     widths of stages 0..G
-    schedule.growth_epochs()  -> [e_1, ..., e_G]      growth k happens after e_k completed epochs
+    schedule = GrowthSchedule(full_widths=(16, 32, 64), total_epochs=160)      (pipeline.methods.growth_schedule)
     new_model, step = grow(model, widths, "variance_transfer", generator, base_widths=schedule.stage_widths()[0])
     carry_optimizer_state(optimizer, model, new_model, step)   in place: old entries keep their state, new get 0
     masks = extend_stage_masks(masks, new_model, step, stage=k)  the growth stage that created every entry
-    multipliers = lr_multipliers(new_model, masks)             recompute at each growth and every epoch start
+    multipliers = lr_multipliers(new_model, masks)             recompute at each growth (and every epoch start)
+    factors = extend_lr_compensation(factors, new_model, step)  optional: s^2 LR for weights rescaled before a BN
     scaled_step(optimizer, new_model, multipliers)             optimizer.step() with per-entry LR multipliers
     pipeline.models.flops.schedule_flops(build, widths, epochs, samples)   a schedule's training FLOPs
 
@@ -21,105 +20,21 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from pipeline.models import build_model  # noqa: F401  (re-exported: the growable models by name)
+from .growth_schedule import GrowthSchedule, growth_epochs, scaled_widths, stage_widths  # noqa: F401  (re-exported)
 
 # ---------------------------------------------------------------- configuration
 
 MODES = ("random", "variance_transfer", "net2net")
 VARIANCE_EXPONENT = {"linear": 1.0, "sqrt": 0.5}  # rescale factor (C_old / C_new) ** exponent; see grow()
-START_FRACTION = 0.25        # "from about 1/4 of the target width" (NOTES.md section 2)
-NUM_GROWTHS = 8              # "8 growth steps" (NOTES.md section 2)
-STAGE_LENGTH_RATIO = 1.2     # "stage lengths growing by about 20% each" (NOTES.md section 2); 1.0: fixed intervals
 STATE_POWER = {"exp_avg_sq": 2, "max_exp_avg_sq": 2}  # optimizer second moments scale with the weights squared
-
-
-# ---------------------------------------------------------------- the schedule (pure functions)
-
-def scaled_widths(full_widths: tuple[int, ...], fraction: float) -> tuple[int, ...]:
-    """`fraction` of every width, rounded so that full - width is even (growth adds whole pairs of units) and
-    at least one pair (one unit for an odd full width). E.g. ((16, 32, 64), 0.25) -> (4, 8, 16)."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"width fraction must be in (0, 1], got {fraction!r}")
-    nearest = lambda full: full - 2 * math.floor((full - full * fraction) / 2 + 0.5)  # same parity as full
-    return tuple(max(nearest(full), 2 - full % 2) for full in full_widths)
-
-
-def stage_widths(full_widths: tuple[int, ...], num_growths: int = NUM_GROWTHS, start_fraction: float | None = None,
-                 growth_ratio: float | None = None) -> list[tuple[int, ...]]:
-    """Widths of stages 0..num_growths, geometric from `start_fraction` of full width to exactly full width.
-
-    The sources' numbers do not add up: 1/4 * 1.2**8 = 1.07. Our choice: give one of start fraction and growth
-    ratio, derive the other so that start * ratio**G = 1: start 1/4 gives ratio 4**(1/8) = 1.19 (each growth adds
-    about 19% of the current width), ratio 1.2 gives start 1.2**-8 = 0.23. Rounded to pairs by scaled_widths, a
-    narrow group may skip a step where 19% of it is less than a pair; the last stage is exactly full width.
-    """
-    full = tuple(int(w) for w in full_widths)
-    if start_fraction is not None and growth_ratio is not None:
-        raise ValueError("give start_fraction or growth_ratio, not both (start * ratio**num_growths must be 1)")
-    if not isinstance(num_growths, int) or num_growths < 0:
-        raise ValueError(f"num_growths must be a non-negative int, got {num_growths!r}")
-    if num_growths == 0:
-        return [full]
-    start = growth_ratio ** -num_growths if growth_ratio is not None else (
-        START_FRACTION if start_fraction is None else start_fraction)
-    if not 0 < start <= 1:
-        raise ValueError(f"start width fraction must be in (0, 1] (growth_ratio > 1), got {start!r}")
-    ratio = start ** (-1.0 / num_growths)
-    return [scaled_widths(full, min(1.0, start * ratio ** k)) for k in range(num_growths)] + [full]
-
-
-def growth_epochs(total_epochs: int, num_growths: int = NUM_GROWTHS,
-                  stage_length_ratio: float = STAGE_LENGTH_RATIO) -> list[int]:
-    """Epoch boundaries of the growths: growth k (1..G) happens after growth_epochs[k-1] completed epochs.
-
-    Stage k lasts about L0 * ratio**k epochs, the G + 1 stages summing to total_epochs (ratio 1: equal stages);
-    boundaries are rounded to whole epochs and every stage keeps at least one epoch.
-    """
-    if num_growths < 0 or total_epochs < num_growths + 1 or not stage_length_ratio > 0:
-        raise ValueError(f"total_epochs={total_epochs} cannot hold {num_growths + 1} growth stages of at least one "
-                         f"epoch each (stage_length_ratio={stage_length_ratio} must be > 0)")
-    lengths = [stage_length_ratio ** k for k in range(num_growths + 1)]
-    scale, cumulative, bounds = total_epochs / sum(lengths), 0.0, []
-    for length in lengths[:-1]:
-        cumulative += length * scale
-        bounds.append(math.floor(cumulative + 0.5))
-    for k in range(num_growths):  # every stage at least one epoch: push up from the start, then down from the end
-        bounds[k] = max(bounds[k], (bounds[k - 1] if k else 0) + 1)
-    for k in reversed(range(num_growths)):
-        bounds[k] = min(bounds[k], (bounds[k + 1] if k + 1 < num_growths else total_epochs) - 1)
-    return bounds
-
-
-@dataclass(frozen=True)
-class GrowthSchedule:
-    """A growth schedule: per-stage widths and the epochs at which growths happen (see the functions above)."""
-
-    full_widths: tuple[int, ...]
-    total_epochs: int
-    num_growths: int = NUM_GROWTHS
-    start_fraction: float | None = None   # None and growth_ratio None: START_FRACTION
-    growth_ratio: float | None = None     # alternative to start_fraction; start = growth_ratio ** -num_growths
-    stage_length_ratio: float = STAGE_LENGTH_RATIO
-
-    def stage_widths(self) -> list[tuple[int, ...]]:
-        return stage_widths(self.full_widths, self.num_growths, self.start_fraction, self.growth_ratio)
-
-    def growth_epochs(self) -> list[int]:  # growth k happens after growth_epochs()[k-1] completed epochs
-        return growth_epochs(self.total_epochs, self.num_growths, self.stage_length_ratio)
-
-    def stage_epochs(self) -> list[int]:
-        """Length in epochs of every stage."""
-        bounds = [0, *self.growth_epochs(), self.total_epochs]
-        return [b - a for a, b in zip(bounds, bounds[1:])]
-
-    def stage_at(self, epoch: int) -> int:
-        """The stage that trains 0-based epoch `epoch` (the number of growths done before it)."""
-        return sum(1 for e in self.growth_epochs() if e <= epoch)
+INIT_FANS = ("in", "out")  # the Kaiming fan of new conv units' std sqrt(2 / fan); see grow()
 
 
 # ---------------------------------------------------------------- one growth step
@@ -132,6 +47,7 @@ class GrowthStep:
 
     old_shapes: dict[str, tuple[int, ...]]
     old_scale: dict[str, float | torch.Tensor]
+    bn_scale: dict[str, float] = dataclasses.field(default_factory=dict)  # variance transfer's s != 1 before a BN
 
 
 def old_block(shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -140,32 +56,45 @@ def old_block(shape: tuple[int, ...]) -> tuple[slice, ...]:
 
 
 def grow(model: nn.Module, new_widths: tuple[int, ...], mode: str, generator: torch.Generator, *,
-         variance_factor: str = "linear", base_widths: tuple[int, ...] | None = None) -> tuple[nn.Module, GrowthStep]:
+         variance_factor: str = "linear", base_widths: tuple[int, ...] | None = None, init_fan: str = "in",
+         net2net_noise: float = 0.0) -> tuple[nn.Module, GrowthStep]:
     """A new model at `new_widths` computing the same function as `model` (eval mode: BN running statistics;
     train mode: batch statistics), and the GrowthStep mapping old parameters into it. A group of units that grows
     (model.width_groups(); a stage's residual stream is one group: stem or projection shortcut and every conv2
     write it) is widened in every layer that reads or writes it. Every draw uses `generator`, in layer order.
-    - "random" (paper Fig. 1b): new units come in pairs with equal incoming weights V (Gaussian at the
-      new fan-in: Kaiming std sqrt(2 / fan_in) for convs; 1 / sqrt(3 fan_in) for the head, the std of PyTorch's
-      U(+-1/sqrt(fan_in))) and opposite outgoing weights +Z / -Z in every consumer, so a pair cancels. New BN
-      channels: weight 1, bias 0, running mean 0, var 1 -- equal within a pair, all the cancellation needs.
+    - "random" (paper Fig. 1b): new units come in pairs with equal incoming weights V (Gaussian: Kaiming std
+      sqrt(2 / fan) for convs, fan = k*k*C_in at the new widths for init_fan "in", k*k*C_out for "out" (the
+      model's own He init, pipeline.models.init); 1 / sqrt(3 fan_in) for the head, the std of PyTorch's
+      U(+-1/sqrt(fan_in)) the model's head starts with) and opposite outgoing weights +Z / -Z in every consumer,
+      so a pair cancels. New BN channels: weight 1, bias 0, running mean 0, var 1 -- equal within a pair.
     - "variance_transfer": as "random", and every layer whose fan-in C grew *and that feeds a BN* has its old
       weights (and bias) scaled by s = (C_old / C_new) ** e: e = 1 ("linear", W_{t+1} = W_t C_t / C_{t+1} as the
       growingnet wiki summarises the paper) or 1/2 ("sqrt", Kaiming's std law). Its new entries follow the same
-      law: Kaiming std at the base fan-in C_0 (`base_widths`: the schedule's stage 0) times (C_0 / C_new) ** e.
+      law: Kaiming std at the base widths (`base_widths`: the schedule's stage 0; fan as init_fan) times
+      (C_0 / C_new) ** e, C the fan-in. s is recorded in step.bn_scale: the BN after the layer makes its output
+      invariant to the scale of the weights, so s leaves the function alone but raises those weights' effective
+      learning rate by 1/s^2 (see extend_lr_compensation).
       Function: the old outputs become s * y; the BN's running mean becomes s * mean and its running var
       s^2 (var + eps) - eps, so (s y - s mean) / sqrt(var' + eps) is the old normalised value exactly (in train
       mode batch statistics absorb s up to eps; var' < 0 is possible for var < eps (1/s^2 - 1), harmless as
-      BN only uses var' + eps > 0). The head feeds no BN: never rescaled (our choice: it would change the function).
+      BN only uses var' + eps > 0). The head feeds no BN, so it is never rescaled: not a choice, rescaling the
+      logits' weights would change the function the growth must keep. (Its new columns still join their stage's
+      LR group: the paper's stage sub-network W_dt spans the whole network.)
     - "net2net" (Chen et al. 2016, Net2WiderNet): each new unit copies a random old unit (incoming weights, bias,
       BN channel with running statistics); every consumer divides the outgoing weights of a unit among it and
-      its copies. No symmetry-breaking noise (the function stays exact): a copy differs from its source only
-      through the source's carried optimizer state. Increments need not be even here.
+      its copies. At net2net_noise 0 the shares are equal, so copies get equal gradients and stay copies (they
+      differ only through the source's carried optimizer state). net2net_noise > 0 breaks that symmetry: each
+      outgoing entry's shares are (1 + noise * eps) / count with eps ~ N(0, 1) centred over the copies, so they
+      still sum to 1 and the function stays exact (our choice: Chen et al. add small noise to the new weights,
+      which perturbs the function). Increments need not be even here.
     """
     if mode not in MODES:
         raise ValueError(f"unknown growth mode {mode!r}; known: {MODES}")
     if variance_factor not in VARIANCE_EXPONENT:
         raise ValueError(f"unknown variance_factor {variance_factor!r}; known: {sorted(VARIANCE_EXPONENT)}")
+    if init_fan not in INIT_FANS or not net2net_noise >= 0:
+        raise ValueError(f"grow: init_fan must be one of {INIT_FANS} (got {init_fan!r}), net2net_noise >= 0 "
+                         f"(got {net2net_noise!r})")
     old, new = tuple(model.widths), tuple(int(w) for w in new_widths)
     base = old if base_widths is None else tuple(base_widths)
     if len(new) != len(old) or len(base) != len(old) or any(n < o for n, o in zip(new, old)):
@@ -184,19 +113,25 @@ def grow(model: nn.Module, new_widths: tuple[int, ...], mode: str, generator: to
         o_new = new[groups[g_out]] if g_out in groups else w.shape[0]
         i_new = new[groups[g_in]] if g_in in groups else w.shape[1]
         if mode == "net2net":
-            w2, b2, step.old_scale[f"{layer}.weight"] = _net2net_layer(w, b, sources.get(g_out), sources.get(g_in))
+            w2, b2, step.old_scale[f"{layer}.weight"] = _net2net_layer(w, b, sources.get(g_out), sources.get(g_in),
+                                                                        net2net_noise, generator)
             scale = 1.0  # for the bias and the BN: copies keep their source's values
         else:
-            fan, i_base = math.prod(w.shape[2:]), (base[groups[g_in]] if g_in in groups else w.shape[1])
-            if mode == "variance_transfer" and norm is not None:  # old weights and new draws: std ~ C ** -e
+            i_base = base[groups[g_in]] if g_in in groups else w.shape[1]
+            o_base = base[groups[g_out]] if g_out in groups else w.shape[0]
+            kernel = math.prod(w.shape[2:])  # k*k of a conv (1 for the head)
+            fan_new, fan_base = (i_new, i_base) if init_fan == "in" else (o_new, o_base)
+            if mode == "variance_transfer" and norm is not None:  # old weights and new draws: std ~ C_in ** -e
                 scale = (w.shape[1] / i_new) ** exponent
-                std = math.sqrt(2.0 / (i_base * fan)) * (i_base / i_new) ** exponent
+                std = math.sqrt(2.0 / (fan_base * kernel)) * (i_base / i_new) ** exponent
             else:
                 scale = 1.0
-                std = math.sqrt(2.0 / (i_new * fan)) if w.dim() == 4 else 1.0 / math.sqrt(3.0 * i_new)
+                std = math.sqrt(2.0 / (fan_new * kernel)) if w.dim() == 4 else 1.0 / math.sqrt(3.0 * i_new)
             w2, b2 = _pair_layer(w, b, o_new, i_new, scale, std, generator)
-            step.old_scale.update({f"{layer}.weight": scale} if b is None else
-                                  {f"{layer}.weight": scale, f"{layer}.bias": scale})
+            names = [f"{layer}.weight"] + ([] if b is None else [f"{layer}.bias"])
+            step.old_scale.update({n: scale for n in names})
+            if scale != 1.0:  # variance transfer before a BN: same function, but effective LR x 1/s^2 (see above)
+                step.bn_scale.update({n: scale for n in names})
         state.update({f"{layer}.weight": w2} if b is None else {f"{layer}.weight": w2, f"{layer}.bias": b2})
         if norm is not None:
             bn = {k[len(norm) + 1:]: v for k, v in old_state.items() if k.startswith(norm + ".")}
@@ -245,9 +180,10 @@ def _copy_sources(n_old, n_new, generator):
     return src, torch.bincount(src, minlength=n_old)
 
 
-def _net2net_layer(w, b, out_sources, in_sources):
-    """Rows copied along the output group's sources; columns copied along the input group's sources and
-    divided by their source's copy count. Returns the weight, the bias and the old weight's factor."""
+def _net2net_layer(w, b, out_sources, in_sources, noise, generator):
+    """Rows copied along the output group's sources; columns copied along the input group's sources, each
+    entry times its share of the source's column (1 / count, perturbed by `noise`, see grow()). Returns the
+    weight, the bias and the old weight's factor (a tensor over the old block)."""
     if out_sources is not None:
         src = out_sources[0].to(w.device)
         w, b = w[src], None if b is None else b[src]
@@ -255,7 +191,13 @@ def _net2net_layer(w, b, out_sources, in_sources):
         return w, b, 1.0
     src, count = (t.to(w.device) for t in in_sources)
     shape = (1, -1) + (1,) * (w.dim() - 2)
-    return w[:, src] / count.to(w)[src].view(shape), b, 1.0 / count.to(w).view(shape)
+    share = (1.0 / count.to(w)[src]).view(shape).expand(w.shape[0], -1, *w.shape[2:])
+    if noise > 0:  # eps [O, I_new, *k], centred over the copies of each source: the shares still sum to 1
+        eps = torch.randn((w.shape[0], len(src), *w.shape[2:]), generator=generator, device=generator.device).to(w)
+        mean = torch.zeros_like(w).index_add_(1, src, eps) / count.to(w).view(shape)
+        share = share * (1.0 + noise * (eps - mean[:, src]))
+    old = tuple(slice(0, d) for d in (w.shape[0] if out_sources is None else len(out_sources[1]), len(count)))
+    return w[:, src] * share, b, share[old]
 
 
 def _net2net_norm(bn, src):
@@ -312,19 +254,21 @@ def extend_stage_masks(masks: dict[str, torch.Tensor], new_model: nn.Module, ste
     return out
 
 
-def lr_multipliers(model: nn.Module, masks: dict[str, torch.Tensor], scope: str = "global") -> dict[str, torch.Tensor]:
+def lr_multipliers(model: nn.Module, masks: dict[str, torch.Tensor], scope: str = "global",
+                   include_head: bool = True) -> dict[str, torch.Tensor]:
     """Parameter name -> float tensor of its shape: the LR multiplier of each entry, eta_t / eta_0 =
     ||W_dt||_F / ||W_0||_F for the entries created at stage t (growingnet wiki's summary of the paper's LR
     adaptation; stage 0 gets 1). Norms are over conv/linear weights (>= 2-D); BN affine and bias entries take
     the multiplier of their stage.
     scope "global" (default; the paper's W_dt is the sub-network of stage t across the whole net): one ratio per
     stage over all weights. "layer": each weight tensor's own ratios (1-D parameters keep the global ones).
-    Parameters with only stage-0 entries are left out (multiplier 1). Recompute at each growth and every epoch
-    (our choice: norms drift slowly; per step would cost a pass over the weights).
+    include_head False (params growth.method.lr_include_head): the classifier `head` is left out of the norms
+    and keeps multiplier 1. Parameters with only stage-0 entries are left out (multiplier 1). Recompute at each
+    growth, and at every epoch start or not (params growth.method.lr_recompute; the sources do not say how often).
     """
     if scope not in ("global", "layer"):
         raise ValueError(f"unknown LR-adaptation scope {scope!r}; known: ('global', 'layer')")
-    params = dict(model.named_parameters())
+    params = {n: p for n, p in model.named_parameters() if include_head or not n.startswith("head.")}
     weights = [n for n, p in params.items() if p.dim() >= 2]
     stages = 1 + max(int(m.max()) for m in masks.values())
 
@@ -338,6 +282,41 @@ def lr_multipliers(model: nn.Module, masks: dict[str, torch.Tensor], scope: str 
     table = ratios(weights)
     own = lambda n, p: ratios([n]) if scope == "layer" and p.dim() >= 2 else table
     return {n: own(n, p).to(p.dtype)[masks[n].long()] for n, p in params.items() if masks[n].any()}
+
+
+def stage_multipliers(model: nn.Module, masks: dict[str, torch.Tensor], multipliers: dict[str, torch.Tensor],
+                      include_head: bool = True) -> list[float | None]:
+    """Every stage's LR multiplier, stages 0..max(masks): the mean over the conv/linear weight entries that
+    stage created (in scope "global" they all share one value; the head only with include_head, as in
+    lr_multipliers); None for a stage that created no such weight."""
+    stages = 1 + max(int(m.max()) for m in masks.values())
+    sums, counts = torch.zeros(stages, dtype=torch.float64), torch.zeros(stages, dtype=torch.float64)
+    for name, p in model.named_parameters():
+        if p.dim() >= 2 and (include_head or not name.startswith("head.")):
+            index = masks[name].flatten().long().cpu()
+            m = multipliers[name].detach().flatten().double().cpu() if name in multipliers else torch.ones(len(index))
+            sums.index_add_(0, index, m.double())
+            counts.index_add_(0, index, torch.ones(len(index), dtype=torch.float64))
+    return [float(s / c) if c else None for s, c in zip(sums, counts)]
+
+
+def extend_lr_compensation(factors: dict[str, torch.Tensor], new_model: nn.Module,
+                           step: GrowthStep) -> dict[str, torch.Tensor]:
+    """Per-entry LR factors compensating variance transfer under BatchNorm (params growth.method.vt_compensate_lr;
+    the paper does not compensate). A layer followed by BN is scale-invariant: scaling its weights by s leaves
+    the function unchanged, but the gradient scales by 1/s and the relative step lr * g / w by 1/s^2. So the
+    entries rescaled by s get their LR multiplied by s^2 (cumulative over growths; new entries 1), which keeps
+    their relative step. Exact for the gradient term when a unit's whole incoming row is rescaled; approximate
+    when new input columns join the row, and it does not make weight decay or carried momentum invariant."""
+    out = {}
+    for name, p in new_model.named_parameters():
+        s = step.bn_scale.get(name, 1.0)
+        if name not in factors and s == 1.0:
+            continue
+        factor = torch.ones_like(p.detach())
+        factor[old_block(step.old_shapes[name])] = factors[name] * s ** 2 if name in factors else s ** 2
+        out[name] = factor
+    return out
 
 
 def scaled_step(optimizer: torch.optim.Optimizer, model: nn.Module, multipliers: dict[str, torch.Tensor]) -> None:

@@ -13,11 +13,19 @@ gradient. Then, as in Ba, Grosse & Martens 2017 (distributed K-FAC): KL-clipping
 momentum and the learning rate (torch SGD semantics), so lr schedulers and checkpoints work as for any
 torch.optim.Optimizer.
 
-Choices of ours where the papers are silent or differ (the numeric ones are constructor parameters):
-- Empirical Fisher: g is the gradient of the training loss itself. M&G §5 sample targets from the model's
-  predictive distribution, which needs a second backward pass per step that the shared loops do not make.
-- Statistics collected every step and inverses refreshed every `inv_every` steps (M&G 2015's T3); the
-  pending batch statistics between a forward pass and `step()` are not checkpointed (resume at step boundaries).
+Choices of ours where the papers are silent or differ (all are constructor parameters; experiment 4 passes its
+values from params.yaml, optimizers.optimizer_options.kfac, each with its reason there):
+- The Fisher (`fisher`). "empirical": g is the gradient of the training loss itself (the labels of the data), so
+  the factors hold the gradients' second moment, not the model's curvature. "sampled": as M&G 2015 §5 and the
+  reference code (alecwangcq/KFAC-Pytorch, main.py), on each statistics step a forward hook on the model draws
+  y ~ softmax(logits) and backpropagates the mean cross-entropy of those labels with torch.autograd.grad (the
+  weights' .grad untouched, the graph kept for the training backward): one extra backward per statistics step
+  (not in the loops' FLOPs count, which knows only the training pass).
+  It assumes the model's output is the logits of a mean-reduced cross-entropy loss, as in every loop here; the
+  draws come from pipeline.seeding streams of (seed, step, forward), so a resumed run draws the same labels.
+- Statistics collected every `stats_every` steps and inverses refreshed every `inv_every` steps (M&G 2015's T3);
+  the pending batch statistics between a forward pass and `step()` are not checkpointed (resume at step
+  boundaries).
 - g is captured by a tensor hook on the layer output, registered in a forward hook, not by
   `register_full_backward_hook`: full backward hooks raise on in-place ops applied to a layer's output
   (ReLU(inplace=True), `out += shortcut`), which ResNets use. The gradient captured is the same.
@@ -37,15 +45,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
+from pipeline.seeding import derive_seed
+
 # ---------------------------------------------------------------------------------------------------------------
-# Configuration: defaults and where they come from
+# Configuration: defaults and where they come from (the constructor's; experiment 4 passes params.yaml's values)
 # ---------------------------------------------------------------------------------------------------------------
 MOMENTUM = 0.9       # M&G 2015 adapt momentum per step; fixed 0.9 as in Ba et al. 2017 and most K-FAC code
-DAMPING = 1e-3       # Tikhonov lambda; our choice: the value common in K-FAC code for CIFAR nets (tune per model)
+DAMPING = 1e-3       # Tikhonov lambda; our choice: alecwangcq/KFAC-Pytorch's default (tune per model)
 STAT_DECAY = 0.95    # running-average decay of A and G: M&G 2015 §5 use min(1 - 1/k, 0.95)
 INV_EVERY = 20       # recompute the damped inverses every T3 = 20 steps (M&G 2015)
 STATS_EVERY = 1      # collect statistics every step (M&G 2015); raise it to save the unfold cost of conv layers
 KL_CLIP = 1e-3       # Ba et al. 2017 step-size clip on lr^2 * sum(v . g); None turns it off
+FISHERS = ("empirical", "sampled")  # which labels g comes from: the data's, or drawn from the model (M&G 2015 §5)
+FISHER = "empirical"  # our choice (see the module docstring): no extra backward pass
 UNFOLD_ELEMENTS = 2**24  # our choice: patches unfolded in batch chunks of at most ~16M elements (64 MB fp32)
 
 
@@ -157,22 +169,30 @@ class KFAC(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable, model: nn.Module, lr: float, momentum: float = MOMENTUM,
                  weight_decay: float = 0.0, damping: float = DAMPING, stat_decay: float = STAT_DECAY,
-                 inv_every: int = INV_EVERY, stats_every: int = STATS_EVERY, kl_clip: float | None = KL_CLIP):
+                 inv_every: int = INV_EVERY, stats_every: int = STATS_EVERY, kl_clip: float | None = KL_CLIP,
+                 fisher: str = FISHER, seed: int = 0):
         for name, value, ok in (("lr", lr, lr > 0), ("momentum", momentum, 0 <= momentum < 1),
                                 ("weight_decay", weight_decay, weight_decay >= 0), ("damping", damping, damping > 0),
                                 ("stat_decay", stat_decay, 0 <= stat_decay < 1),
                                 ("inv_every", inv_every, inv_every >= 1),
                                 ("stats_every", stats_every, stats_every >= 1),
-                                ("kl_clip", kl_clip, kl_clip is None or kl_clip > 0)):
+                                ("kl_clip", kl_clip, kl_clip is None or kl_clip > 0),
+                                ("fisher", fisher, fisher in FISHERS)):
             if not ok:
                 raise ValueError(f"kfac: invalid {name}={value!r}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, damping=damping, step=0)
         super().__init__(params, defaults)
         self.stat_decay, self.inv_every, self.stats_every, self.kl_clip = stat_decay, inv_every, stats_every, kl_clip
+        self.fisher, self.seed = fisher, seed
         owned = {id(p) for group in self.param_groups for p in group["params"]}
         self.layers = [m for m in kfac_layers(model) if id(m.weight) in owned]
         self._pending: dict[nn.Module, dict[str, torch.Tensor | int]] = {}  # this step's batch statistics
         self._handles = [m.register_forward_hook(self._record) for m in self.layers]
+        self._sampling = False  # True while the sampled-label backward runs (fisher="sampled")
+        self._forwards = 0  # sampled forwards since the last step: each draws from its own stream
+        self._generators: dict[torch.device, torch.Generator] = {}
+        if fisher == "sampled":  # after the layers' hooks: it fires when the whole forward is done
+            self._handles.append(model.register_forward_hook(self._sample_fisher_gradients))
 
     # --- statistics: forward hook on each layer, tensor hook on its output ---------------------------------------
     def _collecting(self, module: nn.Module) -> bool:
@@ -193,12 +213,38 @@ class KFAC(torch.optim.Optimizer):
         pending["A"], pending["nA"] = pending["A"] + A, pending["nA"] + 1
 
         def save_output_gradient(g: torch.Tensor) -> None:
+            if self._sampling != (self.fisher == "sampled"):
+                return  # sampled Fisher: only the sampled-label backward counts, not the training one
             # conv: [n, out, h, w] -> [n*h*w, out]; linear: [..., out] -> [rows, out]
             rows = g.movedim(1, -1).reshape(-1, g.shape[1]) if g.dim() == 4 else g.reshape(-1, g.shape[-1])
             pending["G"] = pending["G"] + output_gradient_factor(_statistics_precision(rows.detach()), examples)
             pending["nG"] += 1
 
         output.register_hook(save_output_gradient)
+
+    def _sample_fisher_gradients(self, model: nn.Module, inputs: tuple, logits: torch.Tensor) -> None:
+        """fisher="sampled": backpropagate mean CE(logits, y), y ~ softmax(logits) (M&G 2015 §5), through the
+        layers' output hooks; the gradients returned are dropped, so .grad holds only the training loss's."""
+        if not self._collecting(model) or not self._pending:
+            return
+        if not isinstance(logits, torch.Tensor) or logits.dim() < 2:
+            raise ValueError("kfac: fisher='sampled' needs a model whose output is the logits tensor [..., classes]")
+        weights = [m.weight for m in self.layers if m.weight.requires_grad]
+        if not logits.requires_grad or not weights:
+            return
+        flat = logits.reshape(-1, logits.shape[-1]).float()  # [rows, classes]; rows = examples (x time steps)
+        device = flat.device
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device)
+        gen = self._generators[device]
+        gen.manual_seed(derive_seed(self.seed, f"kfac/fisher/{self.param_groups[0]['step']}/{self._forwards}"))
+        self._forwards += 1
+        labels = torch.multinomial(torch.softmax(flat.detach(), dim=1), 1, generator=gen).squeeze(1)
+        self._sampling = True
+        try:
+            torch.autograd.grad(F.cross_entropy(flat, labels), weights, retain_graph=True, allow_unused=True)
+        finally:
+            self._sampling = False
 
     def remove_hooks(self) -> None:
         """Detach from the model (e.g. before pickling it or switching optimizer)."""
@@ -284,4 +330,5 @@ class KFAC(torch.optim.Optimizer):
                         d = state["momentum_buffer"].mul_(group["momentum"]).add_(d)
                 p.add_(d, alpha=-group["lr"])
             group["step"] += 1
+        self._forwards = 0
         return loss

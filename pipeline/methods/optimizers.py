@@ -7,7 +7,8 @@ PyTorch's own implementations wherever torch has the method; AdaBound / AMSBound
 (its update is the authors' reference code, checked step by step in tests/test_optimizers.py); K-FAC from
 pipeline/methods/kfac.py. The learning rate is not defaulted: every optimizer gets its own tuned lr from the
 experiment's configuration. Every other hyper-parameter has a default below with its source; options given by
-the caller override them, except the keys that define the method (`sgd` cannot be given momentum: that is
+the caller override them (experiment 4 passes params.yaml's optimizers.optimizer_options, e.g. AdaBound's final_lr
+and gamma, K-FAC's damping), except the keys that define the method (`sgd` cannot be given momentum: that is
 `momentum`). Unknown names and options fail with a one-line ValueError before anything is built.
 
 Weight decay defaults to 0 for every method but AdamW: like-for-like runs pass the same explicit regulariser
@@ -59,7 +60,7 @@ DEFAULTS: dict[str, dict] = {
                      weight_decouple=False, ams_bound=False),
     "amsbound": dict(final_lr=0.1, gamma=1e-3, betas=ADAM_BETAS, eps=1e-8, weight_decay=0.0,
                      weight_decouple=False, ams_bound=True),
-    # K-FAC: defaults and their sources live in pipeline/methods/kfac.py
+    # K-FAC: defaults and their sources live in pipeline/methods/kfac.py (the constructor's keyword defaults)
     "kfac": dict(),
 }
 

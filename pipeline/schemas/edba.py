@@ -5,7 +5,8 @@
       target                                 time-to-target threshold (test_acc); a dataset may override it
       datasets: {cifar10: {subsets: [full, p10, ...], target?}, ...}   which subsets of which dataset are trained
       model: {depth, widths}                 the PreResNet every variant trains
-      train: {epochs, samples_per_epoch, batch_size, lr, momentum, nesterov, weight_decay, augment, ...}
+      train: {epochs, samples_per_epoch, batch_size, lr, momentum, nesterov, weight_decay, augment, oversize_batch,
+              ...}
       method: {min_batch, max_batch, num_candidates, ...}   EDBA's settings (pipeline.methods.edba.EDBAConfig)
       methods: {baseline: {policy: fixed}, edba: {policy: edba}}       what a variant's method does
 
@@ -55,6 +56,9 @@ class Train(Strict):
     augment: bool = True  # random crop (pad 4) + horizontal flip
     eval_every: PositiveInt = 1  # test accuracy every k epochs (and always after the last)
     eval_batch: PositiveInt = 500
+    # a batch larger than the (sub)set (EDBA may grow to 1000 on a 100-image subset): "wrap" = read on into the
+    # next fresh permutation(s) of the subset (pipeline.train.image.IndexStream), the only mode
+    oversize_batch: Literal["wrap"]
 
 
 class Method(Strict):

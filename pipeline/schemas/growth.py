@@ -6,7 +6,8 @@ adaptation; NOTES.md section 2).
       datasets: {cifar10: {model, full_widths, target?}, ...}   the model each dataset trains, at full width
       train: {epochs, batch_size, samples_per_epoch, lr, momentum, nesterov, weight_decay, lr_schedule, ...}
       schedule: {num_growths, start_fraction | growth_ratio, stage_length_ratio}   widths and growth epochs
-      method: {variance_factor, lr_scope, rescale_state}                          the growth method's open choices
+      method: {variance_factor, lr_scope, rescale_state, init_fan, lr_recompute, lr_include_head,
+               vt_compensate_lr, net2net_noise}                                    the growth method's open choices
       modes: {name: {growth, lr_adaptation, width}}                               what a variant does
 
 The grid is every mode x every dataset, named `<mode>-<dataset>` (e.g. grow_vt_lr-cifar10). `resolve(variant)`
@@ -70,6 +71,11 @@ class Method(Strict):
     variance_factor: Literal["linear", "sqrt"]  # old weights x (C_old / C_new) ** 1 or ** 1/2 (see methods.growth)
     lr_scope: Literal["global", "layer"]  # LR-adaptation norms over the whole net or per weight tensor
     rescale_state: bool  # momentum buffers follow their weights' rescaling at a growth
+    init_fan: Literal["in", "out"]  # Kaiming fan of new conv units' std sqrt(2 / fan): fan-in or the model's fan-out
+    lr_recompute: Literal["epoch", "growth"]  # LR multipliers recomputed at every epoch start, or only at growths
+    lr_include_head: bool  # the classifier head's grown columns join their stage's LR group (False: multiplier 1)
+    vt_compensate_lr: bool  # x s^2 on the LR of weights variance transfer rescaled by s before a BN
+    net2net_noise: NonNegFloat  # relative noise on Net2Net's split of outgoing weights (0: equal shares)
 
 
 class Mode(Strict):

@@ -7,7 +7,13 @@
       defaults: {schedule, normalization}   the optimizer comparison's common setting
       tuning: {epochs, points, step_decades, validation_fraction, seed}   the learning-rate search
       lr_center: {optimizer: lr}       middle of each optimizer's log-spaced lr grid (its usual default)
+      optimizer_options: {adabound, amsbound: {final_lr, gamma}, kfac: {momentum, damping, ...}}
+      schedule_options: {step, cosine, cyclical, one_cycle: {...}}   the schedules' settings
       variants: {name: {optimizer, schedule?, normalization?, options?, schedule_options?, lr_from?}}
+
+`optimizer_options.<optimizer>` and `schedule_options.<schedule>` are the settings every variant of that optimizer /
+schedule trains with (typed here, so a misspelt or out-of-range setting fails at load); a variant's own `options`
+/ `schedule_options` override them key by key.
 
 Every variant gets its own learning rate, picked on a validation split held out from its training set: a tuning
 job per variant (`tuning_names()`), except variants with `lr_from: <variant>`, which reuse that variant's pick
@@ -24,7 +30,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .base import ExperimentSection, NonNegInt, PositiveFloat, PositiveInt, Strict, Target
+from .base import ExperimentSection, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Strict, Target
 
 # the names pipeline.methods.optimizers / lr_schedules / normalization build (a test keeps the lists equal)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "adamax", "nadam",
@@ -74,12 +80,81 @@ class Tuning(Strict):
     seed: NonNegInt = 0  # the tuning runs' seed (and the subset of that seed)
 
 
+Unit = Annotated[float, Field(ge=0, lt=1)]  # a decay or momentum in [0, 1)
+OpenFraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class BoundOptions(Strict):
+    """AdaBound / AMSBound (Luo et al. 2019): the step is clipped to [final_lr (1 - 1/(gamma t + 1)),
+    final_lr (1 + 1/(gamma t))], which narrows to SGD at final_lr."""
+
+    final_lr: PositiveFloat
+    gamma: PositiveFloat
+
+
+class KfacOptions(Strict):
+    """pipeline.methods.kfac.KFAC's settings besides lr and weight decay."""
+
+    momentum: Unit
+    damping: PositiveFloat  # Tikhonov lambda, factored with the pi-correction (M&G 2015 §6)
+    stat_decay: Unit  # running average of A, G: decay min(1 - 1/k, stat_decay)
+    inv_every: PositiveInt  # T3: steps between recomputations of the damped inverses
+    stats_every: PositiveInt  # steps between statistics updates
+    kl_clip: PositiveFloat | None  # None: no KL clipping
+    fisher: Literal["empirical", "sampled"]  # labels of the data, or drawn from the model's predictive distribution
+
+
+class OptimizerOptions(Strict):
+    adabound: BoundOptions
+    amsbound: BoundOptions
+    kfac: KfacOptions
+
+
+class StepOptions(Strict):
+    milestones: list[OpenFraction] = Field(min_length=1)  # fractions of the budget
+    gamma: PositiveFloat
+
+
+class CosineOptions(Strict):
+    eta_min: NonNegFloat
+
+
+class CyclicalOptions(Strict):
+    base_ratio: OpenFraction  # base_lr = base_ratio x max_lr (the tuned lr)
+    epochs_per_cycle: PositiveFloat  # about this many epochs per whole cycle (a whole number of cycles fills the budget)
+    mode: Literal["triangular", "triangular2"]
+
+
+class OneCycleOptions(Strict):
+    pct_start: OpenFraction
+    div_factor: PositiveFloat  # initial lr = max_lr / div_factor
+    final_div_factor: PositiveFloat  # final lr = initial lr / final_div_factor
+    anneal_strategy: Literal["cos", "linear"]
+    three_phase: bool
+    cycle_momentum: bool
+    base_momentum: Unit  # used only with cycle_momentum
+    max_momentum: Unit
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "OneCycleOptions":
+        if self.base_momentum > self.max_momentum:
+            raise ValueError("base_momentum must not exceed max_momentum")
+        return self
+
+
+class ScheduleOptions(Strict):
+    step: StepOptions
+    cosine: CosineOptions
+    cyclical: CyclicalOptions
+    one_cycle: OneCycleOptions
+
+
 class Variant(Strict):
     optimizer: OptimizerName
     schedule: ScheduleName | None = None  # None: defaults.schedule
     normalization: NormalizationName | None = None  # None: defaults.normalization
-    options: dict = Field(default_factory=dict)  # optimizer options over the method's defaults (e.g. weight_decay)
-    schedule_options: dict = Field(default_factory=dict)  # options of pipeline.methods.lr_schedules.build_scheduler
+    options: dict = Field(default_factory=dict)  # over optimizer_options.<optimizer> (e.g. weight_decay)
+    schedule_options: dict = Field(default_factory=dict)  # over schedule_options.<schedule> (build_scheduler's options)
     lr_from: str | None = None  # reuse the lr tuned for this variant instead of tuning its own
 
 
@@ -89,9 +164,9 @@ class Resolved(Strict):
     model: Model
     train: Train
     optimizer: OptimizerName
-    options: dict  # train.weight_decay merged under the variant's options
+    options: dict  # train.weight_decay, then optimizer_options.<optimizer>, then the variant's options
     schedule: ScheduleName
-    schedule_options: dict
+    schedule_options: dict  # schedule_options.<schedule>, then the variant's
     normalization: NormalizationName
 
 
@@ -103,6 +178,8 @@ class Optimizers(ExperimentSection):
     defaults: Defaults
     tuning: Tuning
     lr_center: dict[OptimizerName, PositiveFloat]
+    optimizer_options: OptimizerOptions
+    schedule_options: ScheduleOptions
     variants: dict[str, Variant] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -146,9 +223,12 @@ class Optimizers(ExperimentSection):
         if name not in self.variants:
             raise ValueError(f"optimizers: unknown variant {name!r}; known: {', '.join(self.variants)}")
         v = self.variants[name]
+        schedule = v.schedule or self.defaults.schedule
+        method_options = self.optimizer_options.model_dump().get(v.optimizer, {})  # {}: the method's defaults
+        schedule_options = self.schedule_options.model_dump().get(schedule, {})  # {}: "constant" has none
         raw = {"model": self.model.model_dump(), "train": self.train.model_dump(), "optimizer": v.optimizer,
-               "options": {"weight_decay": self.train.weight_decay, **v.options},
-               "schedule": v.schedule or self.defaults.schedule, "schedule_options": dict(v.schedule_options),
+               "options": {"weight_decay": self.train.weight_decay, **method_options, **v.options},
+               "schedule": schedule, "schedule_options": {**schedule_options, **v.schedule_options},
                "normalization": v.normalization or self.defaults.normalization}
         try:
             return Resolved.model_validate(raw)

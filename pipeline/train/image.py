@@ -4,10 +4,11 @@
     fit(run, model, optimizer, scheduler, data, policy, loop)   -> one epoch at a time: train_epoch + evaluate
 
 A step: the policy says how many samples to draw; the stream gives that many *global* training indices (a fresh
-permutation of the subset per pass, wrapping, so a batch larger than the subset repeats samples evenly); the leak
-guard maps them to rows of the subset and refuses any index outside it; crop + flip on the whole batch; the
-policy computes the step's loss (the baseline: mean cross-entropy of one forward pass over the batch; EDBA:
-selects the rows to keep and returns their loss); backward; clip; step.
+permutation of the subset per pass; a batch larger than the subset reads on into the next passes: ImageLoop's
+oversize_batch "wrap"); the leak guard maps them to rows of the subset and refuses any index outside it (or
+outside the training set); crop + flip on the whole batch; the policy computes the step's loss (the baseline:
+mean cross-entropy of one forward pass over the batch; EDBA: selects the rows to keep and returns their loss);
+backward; clip; step.
 
 A batch policy ("which samples and how many this step") has:
     batch_size() -> int                 samples to draw for the next step
@@ -72,18 +73,35 @@ class ImageData:
         return (x.float().div(255) - self.mean) / self.std
 
     def rows(self, global_idx: torch.Tensor) -> torch.Tensor:
-        """The leak guard: subset rows of global training indices; any index outside the subset is an error."""
-        local = self.local_of[global_idx]
-        if (local < 0).any():
+        """The leak guard: subset rows of global training indices; any index outside the subset is an error,
+        including one outside [0, N_train): plain indexing would wrap a negative one to the end of local_of and
+        fail on one >= N_train with a bare IndexError (a device assert on CUDA), so those are masked out first."""
+        n_train = len(self.local_of)
+        in_range = (global_idx >= 0) & (global_idx < n_train)
+        local = torch.where(in_range, self.local_of[global_idx.clamp(0, n_train - 1)], -1)
+        if (local < 0).any():  # one check (one device sync) for both kinds of bad index
             bad = global_idx[local < 0][:5].tolist()
+            if not in_range.all():
+                raise LeakError(f"training step used indices {bad} outside the training set of {n_train} images")
             raise LeakError(f"training step used indices {bad} that are not in the run's subset")
         return local
 
 
-class IndexStream:
-    """Endless global training indices: a fresh seeded permutation of the subset for each pass, read k at a time."""
+OVERSIZE_BATCH = ("wrap",)  # how a batch larger than the subset is drawn (ImageLoop.oversize_batch)
 
-    def __init__(self, global_index: torch.Tensor, generator: torch.Generator):
+
+class IndexStream:
+    """Endless global training indices: a fresh seeded permutation of the subset for each pass, read k at a time.
+
+    oversize_batch "wrap": a batch larger than the subset reads on into the next pass(es), so a batch of 300 from
+    100 samples that starts a pass holds every sample exactly 3 times (in general each sample floor(k/n) - 1 to
+    ceil(k/n) + 1 times: whole passes plus the ends of the two passes it straddles). The only value: the batch a
+    policy asked for is drawn at that size, and no sample is favoured over another across passes.
+    """
+
+    def __init__(self, global_index: torch.Tensor, generator: torch.Generator, oversize_batch: str = "wrap"):
+        if oversize_batch not in OVERSIZE_BATCH:
+            raise ValueError(f"oversize_batch must be one of {OVERSIZE_BATCH}, got {oversize_batch!r}")
         self.index, self.generator = global_index.cpu(), generator
         self.perm, self.pos = torch.randperm(len(self.index), generator=generator), 0
 
@@ -154,6 +172,7 @@ class ImageLoop:
     augment: bool = True
     clip_grad_norm: float | None = None
     forward_flops: int = 0  # forward FLOPs of one sample; a step costs forward_flops x the policy's forward passes
+    oversize_batch: str = "wrap"  # a batch larger than the subset: IndexStream's only mode, see its docstring
 
 
 def train_epoch(model, optimizer, scheduler, data: ImageData, stream: IndexStream, policy, loop: ImageLoop,
@@ -200,7 +219,7 @@ def evaluate(model, data: ImageData, batch: int = 500) -> dict:
 
 def fit(run: Run, model, optimizer, scheduler, data: ImageData, policy, loop: ImageLoop, seed_gens: dict) -> None:
     """Train for loop.epochs, evaluating every loop.eval_every epochs, checkpointing every epoch."""
-    stream = IndexStream(data.global_index, seed_gens["data_order"])
+    stream = IndexStream(data.global_index, seed_gens["data_order"], loop.oversize_batch)
     aug_gen = seed_gens["augment"]
     seen = torch.zeros(len(data.y), dtype=torch.bool, device=data.x.device)
     objects = {"model": model, "optimizer": optimizer, "stream": stream, "policy": policy,
