@@ -22,16 +22,18 @@ def _optimizer(name: str = "momentum"):
     return torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
 
 
-def _lrs(name: str, iterations: int = TOTAL, optimizer_name: str = "momentum", **options) -> list[float]:
-    """lr used by the optimizer step of each iteration 0..iterations-1 (the scheduler steps after each)."""
+def _lrs(name: str, iterations: int = TOTAL, optimizer_name: str = "momentum", key: str = "lr",
+         **options) -> list[float]:
+    """`key` (lr, or momentum) used by the optimizer step of each iteration 0..iterations-1 (the scheduler steps
+    after each)."""
     opt = _optimizer(optimizer_name)
     scheduler = build_scheduler(name, opt, STEPS_PER_EPOCH, EPOCHS, **options)
-    lrs = []
+    values = []
     for _ in range(iterations):
-        lrs.append(opt.param_groups[0]["lr"])
+        values.append(opt.param_groups[0][key])
         opt.step()
         scheduler.step()
-    return lrs
+    return values
 
 
 def test_constant_and_step():
@@ -97,14 +99,7 @@ def test_one_cycle_options_change_the_trace_and_momentum_cycles_only_when_asked(
     assert got[10] == pytest.approx(LR / 10 + (LR - LR / 10) * 10 / 29)  # linear warm-up over 29 iterations
 
     def momenta(**options):
-        opt = _optimizer()
-        scheduler = build_scheduler("one_cycle", opt, STEPS_PER_EPOCH, EPOCHS, **options)
-        out = []
-        for _ in range(TOTAL):
-            out.append(opt.param_groups[0]["momentum"])
-            opt.step()
-            scheduler.step()
-        return out
+        return _lrs("one_cycle", key="momentum", **options)
 
     assert set(momenta()) == {0.9}  # the default: the lr only
     cycled = momenta(cycle_momentum=True, base_momentum=0.8, max_momentum=0.97)
