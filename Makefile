@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 CORES ?= 2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all pipeline dvc test clean-results
+.PHONY: all pipeline dvc test test-all clean-results
 
 all: pipeline
 
@@ -21,7 +21,10 @@ pipeline: $(VENV)/.installed  ## every stage on the profile in params.yaml, endi
 dvc: $(VENV)/.installed  ## the same stages through DVC (one at a time)
 	dvc repro
 
-test: $(VENV)/.installed  ## the test suite (tiny generated data, CPU)
+test: $(VENV)/.installed  ## the test suite (tiny generated data, CPU), without the slow integration tests
+	python -m pytest -m "not slow"
+
+test-all: $(VENV)/.installed  ## every test, the slow integration tests (marked `slow`) included: what CI runs
 	python -m pytest
 
 clean-results:  ## remove generated outputs (keeps data/raw downloads and checkpoints)

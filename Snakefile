@@ -1,6 +1,7 @@
 # Thin shell over `python -m pipeline ...`: the stages, commands and outputs are those of dvc.yaml (a test
 # compares them). The grid comes from params.yaml through pipeline.config, validated before any job starts:
-# a bad params.yaml stops `snakemake -n` with one line naming the key.
+# a bad params.yaml stops `snakemake -n` with one line naming the key. Experiments (built in or plug-ins named
+# in params.yaml) are found by pipeline/registry.py; nothing here names one.
 import os
 
 from pipeline import config as harness, dag
@@ -20,7 +21,7 @@ FINGERPRINTS = dag.fingerprints(P)  # stage -> digest of its resolved params and
 
 
 wildcard_constraints:
-    experiment="|".join(harness.EXPERIMENTS),
+    experiment="|".join(P.experiments),
     dataset="[A-Za-z0-9_]+",
     variant="[^/]+",
     name="[^/]+",

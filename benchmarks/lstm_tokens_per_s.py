@@ -28,7 +28,8 @@ def measure(model, optimizer, block: int, batch: int, tokens: int, vocab: int, d
     """Time train_epoch over ceil(tokens / (block * batch)) blocks of random ids; one warm-up block first."""
     steps = max(1, -(-tokens // (block * batch)))
     ids = torch.randint(0, vocab, ((steps * block + 1), batch), generator=generator(0, "benchmark")).to(device)
-    loop = LMLoop(epochs=1, batch_size=batch, clip_grad_norm=0.25)
+    loop = LMLoop(epochs=1, batch_size=batch, clip_grad_norm=0.25, loss_reduction="mean", lr_block_scaling="none",
+                  lr_reference_block=16, eval_batch_size=10, eval_block=35)  # the paper profile's training settings
     train_epoch(model, ids[: block + 1], block, optimizer, loop)  # warm-up: allocator, kernels
     synchronize(device)
     start = time.perf_counter()

@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from . import config as cfg
+from .code import shown
 from .errors import PipelineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -62,8 +63,9 @@ def check(params: Path = PARAMS):
     """Validate params.yaml and print the grid (experiments, variants, seeds)."""
     p = _load(params)
     typer.echo(f"profile {p.profile} (synthetic data: {p.synthetic}); seeds {p.seeds}")
-    for exp in cfg.EXPERIMENTS:
-        typer.echo(f"{exp}: {', '.join(p.variants(exp))}")
+    for exp in p.experiments:
+        where = shown(p.experiment(exp).folder)
+        typer.echo(f"{exp} ({len(p.variants(exp))} variants, {where}): {', '.join(p.variants(exp))}")
 
 
 @app.command()
@@ -92,56 +94,60 @@ def subsets(dataset: str = typer.Argument(..., help="A key of data.datasets with
     write_subsets(p, dataset, prepared, out)
 
 
+DATA = typer.Option([], "--data", help="A prepared dataset folder the job reads (repeat for several).")
+SUBSETS = typer.Option([], "--subsets", help="A dataset's subsets folder the job reads (repeat for several).")
+TUNING = typer.Option([], "--tuning", help="A tuning stage's result file the job reads (repeat for several).")
+CHECKPOINTS = typer.Option(Path("results/checkpoints"), help="Checkpoint root (outside the outputs).")
+DEVICE = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA when available).")
+
+
+def _job(p: cfg.Params, experiment: str, variant: str, seed: int, data, subsets, tuning, out, checkpoints, device):
+    from .device import select_device
+    from .train.jobs import Inputs, Job
+
+    inputs = Inputs.from_paths(data=data, subsets=subsets, tuning=tuning)
+    return Job(p, experiment, variant, seed, inputs, out, checkpoints, select_device(device))
+
+
 @app.command()
-def train(experiment: str = typer.Argument(..., help="block_size, edba, growth or optimizers."),
+def train(experiment: str = typer.Argument(..., help="An experiment of params.yaml (see `python -m pipeline check`)."),
           variant: str = typer.Argument(..., help="A variant of the experiment (see `python -m pipeline check`)."),
           seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds (default: all of params.yaml)."),
+          data: list[Path] = DATA, subsets: list[Path] = SUBSETS, tuning: list[Path] = TUNING,
           out: Path = typer.Option(..., help="The variant's run directory; each seed writes <out>/seed<k>/."),
-          checkpoints: Path = typer.Option(Path("results/checkpoints"), help="Checkpoint root (outside the outputs)."),
-          device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA when available)."),
-          params: Path = PARAMS):
+          checkpoints: Path = CHECKPOINTS, device: Optional[str] = DEVICE, params: Path = PARAMS):
     """Train one variant for the given seeds, writing metrics.json, history.csv and config.json per seed.
 
-    By hand: `python -m pipeline train block_size doubling --seeds 0 --out results/runs/block_size/doubling`.
-    A killed run resumes from its last checkpoint when rerun; a NaN/inf loss records diverged: true, exit 0.
+    By hand: `python -m pipeline train block_size doubling --seeds 0 --data data/prepared/ptb
+    --out results/runs/block_size/doubling`. A killed run resumes from its last checkpoint when rerun; a NaN/inf
+    loss records diverged: true, exit 0.
     """
     p = _load(params)
-    try:
-        p.check_variant(experiment, variant)
-    except cfg.ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2)
+    p.check_variant(experiment, variant)
     chosen = _seeds(p, seeds)
     _set_threads()
-    from .device import select_device
-    from .experiments import module
-
-    dev = select_device(device)
-    runner = module(experiment)
+    runner = p.experiment(experiment).module("train")
     for seed in chosen:
-        metrics = runner.train(p, variant, seed, out / f"seed{seed}", checkpoints, dev)
+        job = _job(p, experiment, variant, seed, data, subsets, tuning, out / f"seed{seed}", checkpoints, device)
+        metrics = runner.train(job)
         status = "diverged" if metrics["diverged"] else f"{metrics['metric']} {metrics['final']}"
         typer.echo(f"{experiment}/{variant}/seed{seed}: {status} ({metrics['train_seconds']:.1f} s training)")
 
 
 @app.command()
 def tune(experiment: str = typer.Argument(..., help="An experiment with a tuning stage (optimizers)."),
-         name: str = typer.Argument(..., help="The tuning job, e.g. an optimizer name."),
+         name: str = typer.Argument(..., help="The tuning job: the variant whose settings it tunes."),
+         data: list[Path] = DATA, subsets: list[Path] = SUBSETS,
          out: Path = typer.Option(..., help="JSON file with the grid, every score and the pick."),
-         checkpoints: Path = typer.Option(Path("results/checkpoints"), help="Checkpoint root (outside the outputs)."),
-         device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N."),
-         params: Path = PARAMS):
+         checkpoints: Path = CHECKPOINTS, device: Optional[str] = DEVICE, params: Path = PARAMS):
     """Pick a hyperparameter on a validation split held out from the training set (never the test split)."""
     p = _load(params)
-    section = p.experiment(experiment)
-    if name not in section.tuning_names():
-        typer.echo(f"error: {experiment}: no tuning job {name!r} ({', '.join(section.tuning_names()) or 'none'})", err=True)
-        raise typer.Exit(2)
+    jobs = p.tuning_jobs(experiment)
+    if name not in jobs:
+        raise cfg.ConfigError(f"{experiment}: no tuning job {name!r} ({', '.join(jobs) or 'none'})")
     _set_threads()
-    from .device import select_device
-    from .experiments import module
-
-    module(experiment).tune(p, name, out, select_device(device), checkpoint_root=checkpoints)
+    job = _job(p, experiment, name, None, data, subsets, [], out.with_suffix(""), checkpoints, device)
+    p.experiment(experiment).module("tune").tune(job, out)  # the experiment sets the job's seed
 
 
 @app.command()
@@ -184,7 +190,7 @@ def figures(tables: Path = typer.Option(..., help="The collect stage's directory
     p = _load(params)
     from .analysis.figures import figures as run_figures
 
-    run_figures(tables, out, analysis_dir=analysis, profile=p.profile, confidence=p.analysis.confidence)
+    run_figures(tables, out, p, analysis_dir=analysis)
 
 
 @app.command()

@@ -1,37 +1,32 @@
 """The only reader of params.yaml: merge the active profile into every section, validate, expose the grid.
 
-    params.yaml --load()--> Params (typed, validated)  --> variants per experiment, paths, resolved sections
+    params.yaml --load()--> Params: the shared settings (profile, seeds, data, tracking, analysis) + one resolved
+                            Section per experiment whose name is a top-level key (pipeline/registry.py finds them)
 
 Profiles scale experiments, never the shape of the grid: a section's `profiles: {smoke: {...}, quick: {...},
-paper: {...}}` holds overrides that are deep-merged into the section before validation. Any error (unknown key,
-wrong type, impossible value) is raised as one `ConfigError` line naming the key path.
+paper: {...}}` holds overrides that are merged into the section (pipeline.variants.merge) before validation. Every
+profile is validated, not only the active one. Any error (unknown key, wrong type, impossible value, a dataset or
+subset that does not exist) is one `ConfigError` line naming the key path.
 """
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from .schemas.base import NonNegInt, Strict
-from .schemas.block_size import BlockSize
-from .schemas.data import Data
-from .schemas.edba import Edba
-from .schemas.growth import Growth
-from .schemas.optimizers import Optimizers
-from .errors import PipelineError
+from . import registry
+from .errors import ConfigError, PipelineError  # noqa: F401  (ConfigError is re-exported: callers catch it here)
 from .schemas.analysis import Analysis
+from .schemas.base import NonNegInt, Strict
+from .schemas.data import Data
+from .variants import Section, merge, resolve_section
 
 PROFILES = ("smoke", "quick", "paper")
-EXPERIMENTS = ("block_size", "edba", "growth", "optimizers")
+Profile = Literal[PROFILES]
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-class ConfigError(PipelineError, ValueError):
-    """A bad params.yaml: the message is one line naming the key path and what is wrong."""
 
 
 class ProfileSettings(Strict):
@@ -39,20 +34,19 @@ class ProfileSettings(Strict):
 
 
 class Tracking(Strict):
-    uri: str | None = None  # None: sqlite:///mlflow.db at the repository root; MLFLOW_TRACKING_URI overrides
-    experiment_prefix: str = ""  # prepended to MLflow experiment names, e.g. to separate profiles
+    uri: str | None  # None: sqlite:///mlflow.db at the repository root; MLFLOW_TRACKING_URI overrides
+    experiment_prefix: str  # prepended to MLflow experiment names, e.g. to separate profiles
 
 
-class Params(Strict):
-    profile: Literal["smoke", "quick", "paper"]
+class Shared(Strict):
+    """The keys of params.yaml that are not an experiment's section."""
+
+    profile: Profile
     seeds: list[NonNegInt] = Field(min_length=1)
-    profiles: dict[Literal["smoke", "quick", "paper"], ProfileSettings]
+    profiles: dict[Profile, ProfileSettings]
+    plugins: list[str] = []  # folders of experiment packages outside pipeline/, relative to params.yaml
     data: Data
-    tracking: Tracking = Tracking()
-    block_size: BlockSize
-    edba: Edba
-    growth: Growth
-    optimizers: Optimizers
+    tracking: Tracking
     analysis: Analysis
 
     @field_validator("seeds")
@@ -62,31 +56,78 @@ class Params(Strict):
             raise ValueError(f"seeds must be distinct, got {v}")
         return v
 
-    # ---- derived facts used by the CLI, the Snakefile and the dvc.yaml generator --------------------------
+
+class Params:
+    """The validated params of the active profile: the shared settings and every experiment's resolved section."""
+
+    def __init__(self, shared: Shared, sections: dict[str, Section], experiments: dict[str, registry.Experiment]):
+        self.shared, self.sections, self.registry = shared, sections, experiments
+
+    def __getattr__(self, key: str):  # profile, seeds, profiles, plugins, data, tracking, analysis
+        if key in Shared.model_fields:
+            return getattr(self.shared, key)
+        raise AttributeError(key)
+
     @property
     def synthetic(self) -> bool:
         return self.profiles[self.profile].synthetic
 
-    def experiment(self, name: str):
-        if name not in EXPERIMENTS:
-            raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
-        return getattr(self, name)
+    # ---- the grid ------------------------------------------------------------------------------------------------
+    @property
+    def experiments(self) -> list[str]:
+        """The experiments that run: those with a section, in params.yaml's order."""
+        return list(self.sections)
+
+    def experiment(self, name: str) -> registry.Experiment:
+        if name not in self.sections:
+            raise ConfigError(f"unknown experiment {name!r}; params.yaml has: {', '.join(self.sections)}")
+        return self.registry[name]
+
+    def section(self, name: str) -> Section:
+        self.experiment(name)
+        return self.sections[name]
 
     def variants(self, experiment: str) -> list[str]:
-        return list(self.experiment(experiment).variant_names())
+        return list(self.section(experiment).variants)
+
+    def settings(self, experiment: str, variant: str) -> BaseModel:
+        """A variant's (or a reference configuration's) settings."""
+        return self.section(experiment).settings(variant)
+
+    def describe(self, experiment: str, variant: str) -> dict:
+        """{"method", "dataset", "subset"} of a variant: the run's identity in tables and MLflow."""
+        exp, section = self.experiment(experiment), self.section(experiment)
+        settings, coords = section.settings(variant), section.coords.get(variant, {})
+        if exp.describe is not None:
+            return exp.describe(variant, settings, coords)
+        (dataset, subset), *_ = exp.data(settings)
+        return {"method": coords.get("method", variant), "dataset": dataset, "subset": subset}
+
+    def data_of(self, experiment: str, variant: str) -> list[tuple[str, str | None]]:
+        return self.experiment(experiment).data(self.settings(experiment, variant))
+
+    def tuning_of(self, experiment: str, variant: str) -> str | None:
+        exp = self.experiment(experiment)
+        return exp.tuning(variant, self.settings(experiment, variant)) if exp.tuning else None
+
+    def tuning_jobs(self, experiment: str) -> list[str]:
+        jobs = [self.tuning_of(experiment, v) for v in self.variants(experiment)]
+        return list(dict.fromkeys(j for j in jobs if j is not None))
+
+    def identity(self, experiment: str, variant: str) -> dict:
+        """What a run of the variant depends on (its config hash and config.json): the experiment's choice."""
+        exp, settings = self.experiment(experiment), self.settings(experiment, variant)
+        return exp.identity(settings) if exp.identity else settings.model_dump(mode="json")
 
     def check_variant(self, experiment: str, variant: str) -> None:
-        names = self.variants(experiment)
-        # reference configurations (runnable by name, not in the grid) where a section defines them
-        names += list(getattr(self.experiment(experiment), "reference_names", list)())
-        if variant not in names:
-            raise ConfigError(f"{experiment}: unknown variant {variant!r}; known: {', '.join(names)}")
+        self.section(experiment).settings(variant)
 
     def check_seeds(self, seeds: list[int]) -> None:
         unknown = sorted(set(seeds) - set(self.seeds))
         if unknown:
             raise ConfigError(f"seeds {unknown} are not in params.yaml seeds {self.seeds}")
 
+    # ---- paths and plain data ----------------------------------------------------------------------------------
     def data_root(self) -> Path:
         return Path(self.data.root)
 
@@ -102,23 +143,17 @@ class Params(Strict):
         m = os.environ.get("PIPELINE_DATA_MIRROR") or self.data.mirror
         return Path(m) if m else None
 
+    def dump(self) -> dict:
+        """Every key as resolved for the active profile: the shared settings and each section as merged."""
+        return {**self.shared.model_dump(mode="json"), **{n: s.raw for n, s in self.sections.items()}}
+
 
 # ---- loading --------------------------------------------------------------------------------------------------
-def _deep_merge(base: dict, override: dict, path: str) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value, f"{path}.{key}")
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
     """Apply the active profile's overrides to every section; returns plain data (no validation yet)."""
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml: the top level must be a mapping")
-    raw = copy.deepcopy(raw)
+    raw = dict(raw)
     if profile is not None:
         raw["profile"] = profile
     active = raw.get("profile")
@@ -126,13 +161,14 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
         raise ConfigError(f"profile: {active!r} is not one of {', '.join(PROFILES)}")
     for section, body in raw.items():
         if isinstance(body, dict) and "profiles" in body and section != "profiles":
+            body = dict(body)
             overrides = body.pop("profiles") or {}
             if not isinstance(overrides, dict):
                 raise ConfigError(f"{section}.profiles: must be a mapping of profile -> overrides")
             for name in overrides:
                 if name not in PROFILES:
                     raise ConfigError(f"{section}.profiles.{name}: {name!r} is not one of {', '.join(PROFILES)}")
-            raw[section] = _deep_merge(body, overrides.get(active) or {}, f"{section}.profiles.{active}")
+            raw[section] = merge(body, overrides.get(active) or {})
     return raw
 
 
@@ -149,47 +185,72 @@ def _one_line(err: ValidationError, profile: str, source: str) -> str:
     return f"{source}: {path}: {msg} [profile {profile}]{tail}"
 
 
-def _check_references(params: Params, source: str) -> None:
-    """Every dataset and subset an experiment names exists in data.datasets and has a kind it can train on."""
-    for exp in EXPERIMENTS:
-        section = params.experiment(exp)
-        for key, dataset, subset in section.data_references():
-            where = f"{source}: {key}"
-            if dataset not in params.data.datasets:
-                raise ConfigError(f"{where}: {dataset!r} is not a key of data.datasets "
-                                  f"({', '.join(params.data.datasets)}) [profile {params.profile}]")
-            ds = params.data.datasets[dataset]
-            if ds.kind not in section.DATA_KINDS:
-                raise ConfigError(f"{where}: {dataset!r} is a {ds.kind} dataset; {exp} trains on "
-                                  f"{' or '.join(section.DATA_KINDS)} data [profile {params.profile}]")
-            if subset is not None and subset != "full" and subset not in ds.subsets:
-                known = ", ".join(dict.fromkeys(["full", *ds.subsets]))
-                raise ConfigError(f"{where}: subset {subset!r} is not in data.datasets.{dataset}.subsets ({known}) "
-                                  f"[profile {params.profile}]")
+def _check_references(params: Params) -> None:
+    """Every dataset and subset a variant reads exists in data.datasets with a kind its experiment trains on, and
+    every tuning job a variant reads is a variant that tunes itself."""
+    datasets = params.data.datasets
+    for name in params.experiments:
+        exp, section = params.experiment(name), params.section(name)
+        for variant, settings in {**section.variants, **section.references}.items():
+            where = f"{name} variant {variant!r}"
+            for dataset, subset in exp.data(settings):
+                if dataset not in datasets:
+                    raise ConfigError(f"{where}: dataset {dataset!r} is not a key of data.datasets "
+                                      f"({', '.join(datasets)})")
+                if datasets[dataset].kind not in exp.data_kinds:
+                    raise ConfigError(f"{where}: {dataset!r} is a {datasets[dataset].kind} dataset; {name} trains on "
+                                      f"{' or '.join(exp.data_kinds)} data")
+                if subset not in (None, "full") and subset not in datasets[dataset].subsets:
+                    known = ", ".join(dict.fromkeys(["full", *datasets[dataset].subsets]))
+                    raise ConfigError(f"{where}: subset {subset!r} is not in data.datasets.{dataset}.subsets ({known})")
+            if variant in section.variants and (job := params.tuning_of(name, variant)) is not None:
+                if job not in section.variants or params.tuning_of(name, job) != job:
+                    raise ConfigError(f"{where}: reads the tuning of {job!r}, which is not a variant that tunes "
+                                      f"itself; name the tuned variant")
 
 
-def _validate_one(raw: dict[str, Any], profile: str | None, source: str) -> Params:
+def _validate_one(raw: dict[str, Any], profile: str | None, source: str, base: Path) -> Params:
     resolved = resolve(raw, profile)
+    active = resolved["profile"]
+    shared_raw = {k: v for k, v in resolved.items() if k in Shared.model_fields}
     try:
-        params = Params.model_validate(resolved)
+        shared = Shared.model_validate(shared_raw)
     except ValidationError as err:
-        raise ConfigError(_one_line(err, resolved["profile"], source)) from None
-    missing = [p for p in PROFILES if p not in params.profiles]
+        raise ConfigError(_one_line(err, active, source)) from None
+    missing = [p for p in PROFILES if p not in shared.profiles]
     if missing:
         raise ConfigError(f"{source}: profiles: {', '.join(missing)} missing (every profile needs its entry)")
-    _check_references(params, source)
+    experiments = registry.load(tuple(shared.plugins), base)
+    sections = {}
+    for key, body in resolved.items():
+        if key in Shared.model_fields:
+            continue
+        if key not in experiments:
+            raise ConfigError(f"{source}: {key}: unknown key (neither a setting nor an experiment; experiments: "
+                              f"{', '.join(experiments)}) [profile {active}]")
+        try:
+            sections[key] = resolve_section(key, body, experiments[key].settings)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err} [profile {active}]") from None
+    params = Params(shared, sections, experiments)
+    try:
+        _check_references(params)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err} [profile {active}]") from None
     return params
 
 
-def validate(raw: dict[str, Any], profile: str | None = None, source: str = "params.yaml") -> Params:
-    """Validate plain params data (e.g. Snakemake's `config`); `source` names the file in error messages.
+def validate(raw: dict[str, Any], profile: str | None = None, source: str = "params.yaml",
+             base: str | os.PathLike = ".") -> Params:
+    """Validate plain params data (e.g. Snakemake's `config`); `source` names the file in error messages and `base`
+    is the folder plug-in paths are relative to.
 
     Every profile is validated, not only the active one, so that a typo in the quick or paper overrides stops a
     smoke run too, instead of surfacing hours later; the active profile's Params is returned."""
-    params = _validate_one(raw, profile, source)
+    params = _validate_one(raw, profile, source, Path(base))
     for other in PROFILES:
         if other != params.profile:
-            _validate_one(raw, other, source)
+            _validate_one(raw, other, source, Path(base))
     return params
 
 
@@ -202,4 +263,4 @@ def load(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = None) -
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return validate(raw, profile or os.environ.get("PIPELINE_PROFILE"), source=str(path))
+    return validate(raw, profile or os.environ.get("PIPELINE_PROFILE"), source=str(path), base=path.parent)

@@ -3,9 +3,11 @@
     stages(params) -> [Stage(name, cmd, deps, outs, params), ...]
 
 `dvc.yaml` is written from this list (`python -m pipeline dvc-yaml`, committed; a test fails when it is stale),
-and the Snakefile's rules produce the very same commands and outputs (a test compares the two). The list does
-not depend on the profile: the grid and every path are the same in smoke, quick and paper, so switching the
-profile reruns stages but never changes the DAG.
+and the Snakefile's rules produce the very same commands and outputs (a test compares the two). The list loops over
+the experiments of params.yaml (pipeline/registry.py) and knows none by name. It does not depend on the profile:
+the grid and every path are the same in smoke, quick and paper, so switching the profile reruns stages but never
+changes the DAG. Every command names the paths it reads (`--data`, `--subsets`, `--tuning`), so the commands
+show the real data flow; training code never imports this module.
 
 What reruns a stage: DVC hashes a stage's `deps` (data and code) and `params` keys itself. Snakemake sees only
 file inputs, so every rule carries its stage's entry of `fingerprints(params)` as a Snakemake param: a digest of
@@ -15,13 +17,13 @@ as DVC would.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import EXPERIMENTS, Params
+from .code import code_digest, shown, train_code
+from .config import Params
 
 RUNS = "results/runs"
 TUNING = "results/tuning"
@@ -30,10 +32,7 @@ TABLES = "results/tables"
 ANALYSIS = "results/analysis"
 FIGURES = "figures"
 REPORT = "report"
-CODE = "pipeline"  # every stage depends on the code it runs: a change there reruns it
-# what a tuning or training job imports (not analysis, report or tracking: editing those reruns no training)
-TRAIN_CODE = [f"{CODE}/{p}" for p in ("__main__.py", "config.py", "dag.py", "device.py", "errors.py", "seeding.py",
-                                      "schemas", "data", "models", "methods", "train", "experiments")]
+CODE = shown(Path(__file__).resolve().parent)  # "pipeline": every stage depends on the code it runs
 
 
 @dataclass
@@ -50,22 +49,12 @@ def seeds_arg(params: Params) -> str:
 
 
 def datasets_used(params: Params) -> list[str]:
+    """Every dataset some variant reads, in the order the experiments first read them."""
     used: list[str] = []
-    for exp in EXPERIMENTS:
-        section = params.experiment(exp)
-        for variant in section.variant_names():
-            used += [d for d in section.variant_datasets(variant) if d not in used]
+    for exp in params.experiments:
+        for variant in params.variants(exp):
+            used += [d for d, _ in params.data_of(exp, variant) if d not in used]
     return used
-
-
-def data_inputs(params: Params, datasets: list[str]) -> list[str]:
-    """Prepared dirs of the datasets plus their subset dirs (image datasets with subsets)."""
-    paths = []
-    for d in datasets:
-        paths.append(str(params.prepared_dir(d)))
-        if params.data.datasets[d].subsets:
-            paths.append(str(params.subsets_dir(d)))
-    return paths
 
 
 def tuning_file(experiment: str, name: str) -> str:
@@ -76,15 +65,29 @@ def run_dir(experiment: str, variant: str) -> str:
     return f"{RUNS}/{experiment}/{variant}"
 
 
+def job_inputs(params: Params, experiment: str, variant: str, tuning: bool = True) -> dict[str, list[str]]:
+    """{"data": prepared folders, "subsets": subset folders, "tuning": tuning files} a job of the variant reads."""
+    reads = params.data_of(experiment, variant)
+    job = params.tuning_of(experiment, variant) if tuning else None
+    # a dataset's subsets folder whenever it has subsets, even for the whole set: which subset a variant reads may
+    # change with the profile (optimizers: full in paper, n100 in smoke), the DAG must not
+    return {"data": list(dict.fromkeys(str(params.prepared_dir(d)) for d, _ in reads)),
+            "subsets": list(dict.fromkeys(str(params.subsets_dir(d)) for d, _ in reads
+                                          if params.data.datasets[d].subsets)),
+            "tuning": [tuning_file(experiment, job)] if job is not None else []}
+
+
+def input_args(inputs: dict[str, list[str]]) -> str:
+    """The command-line options of job_inputs: `--data X --subsets Y --tuning Z`."""
+    return " ".join(f"--{kind} {path}" for kind, paths in inputs.items() for path in paths)
+
+
 def train_inputs(params: Params, experiment: str, variant: str) -> list[str]:
-    section = params.experiment(experiment)
-    return data_inputs(params, section.variant_datasets(variant)) + [
-        tuning_file(experiment, t) for t in section.variant_tuning(variant)]
+    return [p for paths in job_inputs(params, experiment, variant).values() for p in paths]
 
 
 def tune_inputs(params: Params, experiment: str, name: str) -> list[str]:
-    section = params.experiment(experiment)
-    return data_inputs(params, section.tuning_datasets(name))
+    return [p for paths in job_inputs(params, experiment, name, tuning=False).values() for p in paths]
 
 
 def stages(params: Params) -> list[Stage]:
@@ -99,59 +102,50 @@ def stages(params: Params) -> list[Stage]:
             out.append(Stage(f"subsets_{d}", f"python -m pipeline subsets {d} --prepared {prepared} --out {subsets}",
                              deps=[f"{CODE}/data", prepared], outs=[subsets], params=["seeds", f"data.datasets.{d}"]))
     receipts = []
-    for exp in EXPERIMENTS:
-        section = params.experiment(exp)
-        for name in section.tuning_names():
-            out.append(Stage(f"tune_{exp}_{name}", f"python -m pipeline tune {exp} {name} --out {tuning_file(exp, name)}",
-                             deps=TRAIN_CODE + tune_inputs(params, exp, name), outs=[tuning_file(exp, name)],
+    for exp in params.experiments:
+        code = train_code(params.experiment(exp))
+        for name in params.tuning_jobs(exp):
+            inputs = job_inputs(params, exp, name, tuning=False)
+            out.append(Stage(f"tune_{exp}_{name}",
+                             f"python -m pipeline tune {exp} {name} {input_args(inputs)} "
+                             f"--out {tuning_file(exp, name)}",
+                             deps=code + tune_inputs(params, exp, name), outs=[tuning_file(exp, name)],
                              params=common + [exp]))
         runs = []
-        for variant in section.variant_names():
+        for variant in params.variants(exp):
             target = run_dir(exp, variant)
             runs.append(target)
+            inputs = input_args(job_inputs(params, exp, variant))
             out.append(Stage(f"train_{exp}_{variant}",
-                             f"python -m pipeline train {exp} {variant} --seeds {seeds_arg(params)} --out {target}",
-                             deps=TRAIN_CODE + train_inputs(params, exp, variant), outs=[target],
+                             f"python -m pipeline train {exp} {variant} --seeds {seeds_arg(params)} {inputs} "
+                             f"--out {target}",
+                             deps=code + train_inputs(params, exp, variant), outs=[target],
                              params=common + ["seeds", exp]))
         receipt = f"{TRACKING}/{exp}.json"
         receipts.append(receipt)
         out.append(Stage(f"track_{exp}", f"python -m pipeline track {exp} --runs {RUNS}/{exp} --out {receipt}",
                          deps=[f"{CODE}/tracking.py"] + runs, outs=[receipt], params=["tracking"]))
     all_runs = [s.outs[0] for s in out if s.name.startswith("train_")]
+    report_code = [f"{CODE}/analysis"] + [shown(params.experiment(e).folder) for e in params.experiments]
     out.append(Stage("collect", f"python -m pipeline collect --runs {RUNS} --out {TABLES}",
                      deps=[f"{CODE}/analysis"] + all_runs, outs=[TABLES]))
     out.append(Stage("analyze", f"python -m pipeline analyze --tables {TABLES} --out {ANALYSIS}",
-                     deps=[f"{CODE}/analysis", TABLES], outs=[ANALYSIS], params=["profile", "analysis"]))
+                     deps=report_code + [TABLES], outs=[ANALYSIS], params=["profile", "analysis"]))
     out.append(Stage("figures", f"python -m pipeline figures --tables {TABLES} --analysis {ANALYSIS} --out {FIGURES}",
-                     deps=[f"{CODE}/analysis", TABLES, ANALYSIS], outs=[FIGURES], params=["profile", "analysis"]))
+                     deps=report_code + [TABLES, ANALYSIS], outs=[FIGURES], params=["profile", "analysis"]))
     out.append(Stage("report", f"python -m pipeline report --analysis {ANALYSIS} --figures {FIGURES} --out {REPORT}",
-                     deps=[f"{CODE}/report", ANALYSIS, FIGURES] + receipts, outs=[REPORT], params=["profile", "analysis"]))
+                     deps=[f"{CODE}/report"] + report_code[1:] + [ANALYSIS, FIGURES] + receipts, outs=[REPORT],
+                     params=["profile", "analysis"]))
     return out
 
 
-ROOT = Path(__file__).resolve().parents[1]  # the directory holding the package: code paths are relative to it
-
-
-@functools.cache
-def _code_digest(path: str) -> str:
-    """sha256 of a code file, or of every file under a code directory (relative paths and contents; no bytecode)."""
-    top = ROOT / path
-    files = [top] if top.is_file() else sorted(
-        f for f in top.rglob("*") if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def train_code_digest() -> str:
-    """One digest of the code every tuning and training job runs (TRAIN_CODE): part of a run's identity."""
-    blob = json.dumps({d: _code_digest(d) for d in TRAIN_CODE}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _is_code(dep: str, params: Params) -> bool:
+    folders = {CODE, *(shown(params.experiment(e).folder) for e in params.experiments)}
+    return any(dep == f or dep.startswith(f + "/") for f in folders)
 
 
 def _resolved(resolved: dict, key: str):
-    """The value of a dotted params key in `params.model_dump()` (the active profile's overrides merged in)."""
+    """The value of a dotted params key in `params.dump()` (the active profile's overrides merged in)."""
     for part in key.split("."):
         resolved = resolved[part]
     return resolved
@@ -160,10 +154,10 @@ def _resolved(resolved: dict, key: str):
 def fingerprints(params: Params) -> dict[str, str]:
     """Stage name -> digest of what the stage reads besides its data inputs: its params keys, resolved for the
     active profile, and its code deps. The Snakefile's rules carry theirs as a param (see the module docstring)."""
-    resolved = params.model_dump(mode="json")
+    resolved = params.dump()
     out = {}
     for s in stages(params):
-        code = {d: _code_digest(d) for d in s.deps if d == CODE or d.startswith(CODE + "/")}
+        code = {d: code_digest(d) for d in s.deps if _is_code(d, params)}
         values = {k: _resolved(resolved, k) for k in s.params}
         blob = json.dumps({"params": values, "code": code}, sort_keys=True)
         out[s.name] = hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,7 +1,7 @@
 """Experiment 1 (adaptive block size): schedules by hand, the section's shape, and the LM loop on tiny token data.
 
 The tiny corpus is a random sparse Markov chain written here (vocab.txt, train/valid/test.npy, meta.json) into a
-temporary data root; the repository's smoke profile supplies every other setting.
+temporary folder that each job is given as its --data; the repository's smoke profile supplies every other setting.
 """
 from __future__ import annotations
 
@@ -18,14 +18,16 @@ from torch import nn
 from typer.testing import CliRunner
 
 from pipeline import config
-from pipeline.experiments import block_size as experiment
-from pipeline.methods.block_schedule import BlockSchedule, block_size_at, build_schedule, fixed_trace, plateau
+from pipeline.experiments.block_size import train as experiment
+from pipeline.experiments.block_size.schedule import (BlockSchedule, block_size_at, build_schedule, fixed_trace,
+                                                      plateau)
 from pipeline.models.lstm_lm import LSTMConfig, LSTMLM
 from pipeline.train import engine, lm
+from pipeline.train.jobs import Inputs, Job
 
 CPU = torch.device("cpu")
 TIMING = ("elapsed_seconds", "tokens_per_s")
-
+GROWING = ("doubling", "linear", "plateau", "doubling_sum")  # the variants whose schedule has b0 and max_block
 
 
 # ---------------------------------------------------------------------------------------------- schedules
@@ -67,40 +69,47 @@ def test_bad_schedule_fails_with_its_name():
 def test_section_resolves_variants_and_keeps_references_out_of_the_grid(raw_params):
     for profile in config.PROFILES:
         p = config.validate(raw_params, profile)
-        s = p.block_size
-        assert s.variant_names() == ["fixed16", "doubling", "fixed256", "linear", "plateau", "doubling_sum"]
-        assert "zaremba_small" in s.reference_names() and "zaremba_small" not in p.variants("block_size")
+        assert p.variants("block_size") == ["fixed16", "doubling", "fixed256", "linear", "plateau", "doubling_sum"]
+        section = p.section("block_size")
+        assert "zaremba_small" in section.references and "zaremba_small" not in p.variants("block_size")
         p.check_variant("block_size", "zaremba_small")  # runnable by name
-        doubling = s.resolve("doubling").schedule
-        assert (doubling.b0, doubling.every, doubling.max_block) == (s.schedule_defaults.b0,
-                                                                     s.schedule_defaults.every,
-                                                                     s.schedule_defaults.max_block)
-        summed = s.resolve("doubling_sum").train
+        # the section's default schedule (doubling) is the doubling variant's; the other growing kinds keep its
+        # b0, every and max_block where their kind has them; a constant schedule keeps none of them
+        defaults = section.raw["schedule"]
+        assert p.settings("block_size", "doubling").schedule.model_dump() == defaults
+        for name in GROWING:
+            s = p.settings("block_size", name).schedule.model_dump()
+            assert {k: s[k] for k in ("b0", "max_block")} == {k: defaults[k] for k in ("b0", "max_block")}, name
+            assert s.get("every", defaults["every"]) == defaults["every"], name
+        for name in ("fixed16", "fixed256"):
+            assert set(p.settings("block_size", name).schedule.model_dump()) == {"kind", "block"}
+        summed = p.settings("block_size", "doubling_sum").train
         assert (summed.lr_block_scaling, summed.loss_reduction, summed.optimizer) == ("linear", "mean", "adam")
         for plain in ("fixed16", "doubling", "fixed256", "linear", "plateau"):
-            t = s.resolve(plain).train
+            t = p.settings("block_size", plain).train
             assert (t.lr_block_scaling, t.loss_reduction) == ("none", "mean"), plain
-        z = s.resolve("zaremba_small")  # the same in every profile
+        z = p.settings("block_size", "zaremba_small")  # the same in every profile
         assert (z.model.hidden_size, z.train.batch_size, z.train.epochs, z.schedule.block) == (200, 20, 13, 20)
-    paper = config.validate(raw_params, "paper").block_size.resolve("doubling")
+    paper = config.validate(raw_params, "paper").settings("block_size", "doubling")
     assert fixed_trace(paper.schedule.model_dump(), paper.train.epochs)[::10] == [16, 32, 64, 128, 256]
     assert (paper.model.hidden_size, paper.model.num_layers, paper.train.lr, paper.train.batch_size) == (650, 2, 0.01, 64)
 
 
 def test_bad_variant_override_is_one_line_naming_the_key(raw_params):
     raw_params["block_size"]["variants"]["linear"]["train"] = {"lr_typo": 1}
-    with pytest.raises(config.ConfigError, match=r"variants\.linear: train\.lr_typo: unknown key"):
+    with pytest.raises(config.ConfigError, match=r"block_size\.variants\.linear\.train\.lr_typo: unknown key") as err:
         config.validate(raw_params, "paper")
+    assert "\n" not in str(err.value)
 
 
 def test_b0_above_max_block_is_rejected(raw_params):
-    raw_params["block_size"]["schedule_defaults"]["b0"] = 512
-    with pytest.raises(config.ConfigError, match="b0 512 exceeds max_block 256"):
+    raw_params["block_size"]["schedule"]["b0"] = 512
+    with pytest.raises(config.ConfigError, match=r"block_size\.schedule: b0 512 exceeds max_block (64|256)"):
         config.validate(raw_params, "paper")
 
 
 def test_zaremba_lr_is_halved_every_epoch_after_the_fourth(raw_params):
-    cfg = config.validate(raw_params, "quick").block_size.resolve("zaremba_small")
+    cfg = config.validate(raw_params, "quick").settings("block_size", "zaremba_small")
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
     sched = experiment.build_lr_scheduler(cfg.train, opt)
     lrs = []
@@ -126,21 +135,31 @@ def write_tokens(root, vocab=24, n_train=2400, n_eval=330, seed=0):
     (root / "vocab.txt").write_text("".join(f"w{i}\n" for i in range(vocab)))
     for split, n in (("train", n_train), ("valid", n_eval), ("test", n_eval)):
         np.save(root / f"{split}.npy", walk(n))
-    (root / "meta.json").write_text(json.dumps({"synthetic": True, "vocab_size": vocab}))
+    (root / "meta.json").write_text(json.dumps({"dataset": "ptb", "kind": "ptb", "synthetic": True,
+                                                "vocab_size": vocab}))
     return root
 
 
+def prepared(tmp_path):
+    return tmp_path / "data" / "prepared" / "ptb"
+
+
 def tiny_raw(raw_params, tmp_path, **train):
-    raw_params["data"]["root"] = str(tmp_path / "data")
     smoke = raw_params["block_size"].setdefault("profiles", {}).setdefault("smoke", {})
     smoke["model"] = {**smoke.get("model", {}), "dropout": 0.2}  # dropout on: its RNG must resume too
     smoke["train"] = {**smoke.get("train", {}), "epochs": 3, "batch_size": 8, **train}
-    write_tokens(tmp_path / "data" / "prepared" / "ptb")
+    write_tokens(prepared(tmp_path))
     return raw_params
 
 
 def tiny_params(raw_params, tmp_path, **train):
     return config.validate(tiny_raw(raw_params, tmp_path, **train), "smoke")
+
+
+def train(p, tmp_path, variant, seed, run_dir, checkpoint_root):
+    """One job of the variant on the tiny text in tmp_path (its only --data)."""
+    inputs = Inputs(data={"ptb": prepared(tmp_path)})
+    return experiment.train(Job(p, "block_size", variant, seed, inputs, run_dir, checkpoint_root, CPU))
 
 
 def history(run_dir):
@@ -154,10 +173,10 @@ def test_each_epoch_uses_the_schedules_block(raw_params, tmp_path):
     p = tiny_params(raw_params, tmp_path)
     for variant in ("doubling", "linear", "fixed16", "plateau"):
         run_dir = tmp_path / "runs" / variant
-        metrics = experiment.train(p, variant, 0, run_dir, tmp_path / "ckpt", CPU)
+        metrics = train(p, tmp_path, variant, 0, run_dir, tmp_path / "ckpt")
         rows = history(run_dir)
         used = [int(r["block_size"]) for r in rows]
-        spec = p.block_size.resolve(variant).schedule.model_dump()
+        spec = p.settings("block_size", variant).schedule.model_dump()
         past = [{"valid_loss": float(r["valid_loss"])} for r in rows]
         assert used == [block_size_at(spec, t, past[:t]) for t in range(len(rows))]
         if variant != "plateau":
@@ -167,10 +186,21 @@ def test_each_epoch_uses_the_schedules_block(raw_params, tmp_path):
     assert used == [16, 16, 32]  # plateau: the first epoch sets the best loss, the second is bad -> grow
 
 
+def test_a_job_reads_only_the_data_it_is_given(raw_params, tmp_path):
+    """No --data for the variant's dataset: a one-line DataError naming the missing argument, before any run file."""
+    from pipeline.data.fetch import DataError
+
+    p = tiny_params(raw_params, tmp_path)
+    job = Job(p, "block_size", "fixed16", 0, Inputs(), tmp_path / "run", tmp_path / "ckpt", CPU)
+    with pytest.raises(DataError, match="no --data for dataset 'ptb'") as err:
+        experiment.train(job)
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("variant", ["doubling", "doubling_sum"])  # doubling_sum: the checkpoint holds the base lr
 def test_killed_run_resumes_bit_identical(raw_params, tmp_path, monkeypatch, variant):
     p = tiny_params(raw_params, tmp_path)
-    reference = experiment.train(p, variant, 3, tmp_path / "a", tmp_path / "ckpt_a", CPU)
+    reference = train(p, tmp_path, variant, 3, tmp_path / "a", tmp_path / "ckpt_a")
     real_end_epoch = engine.Run.end_epoch
 
     def end_epoch_then_die(self, row, objects, done=False):
@@ -180,15 +210,15 @@ def test_killed_run_resumes_bit_identical(raw_params, tmp_path, monkeypatch, var
 
     monkeypatch.setattr(engine.Run, "end_epoch", end_epoch_then_die)
     with pytest.raises(KeyboardInterrupt):
-        experiment.train(p, variant, 3, tmp_path / "b", tmp_path / "ckpt_b", CPU)
+        train(p, tmp_path, variant, 3, tmp_path / "b", tmp_path / "ckpt_b")
     assert not (tmp_path / "b" / "metrics.json").exists()
     monkeypatch.setattr(engine.Run, "end_epoch", real_end_epoch)
-    resumed = experiment.train(p, variant, 3, tmp_path / "b", tmp_path / "ckpt_b", CPU)
+    resumed = train(p, tmp_path, variant, 3, tmp_path / "b", tmp_path / "ckpt_b")
     timing = {"train_seconds", "seconds_to_target"}
     assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in reference.items() if k not in timing}
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
     assert strip(history(tmp_path / "b")) == strip(history(tmp_path / "a"))
-    other_seed = experiment.train(p, variant, 4, tmp_path / "c", tmp_path / "ckpt_c", CPU)
+    other_seed = train(p, tmp_path, variant, 4, tmp_path / "c", tmp_path / "ckpt_c")
     assert other_seed["final"] != reference["final"]  # the comparison above is not vacuous
 
 
@@ -207,8 +237,9 @@ def test_sigkilled_job_resumes_bit_identical(raw_params, tmp_path):
     env = {**os.environ, "PIPELINE_PROFILE": "smoke", "PIPELINE_THREADS": "1"}
 
     def train(out, ckpt):
-        return ["-m", "pipeline", "train", "block_size", "doubling", "--seeds", "0", "--out", str(tmp_path / out),
-                "--checkpoints", str(tmp_path / ckpt), "--device", "cpu", "--params", str(params_file)]
+        return ["-m", "pipeline", "train", "block_size", "doubling", "--seeds", "0",
+                "--data", str(prepared(tmp_path)), "--out", str(tmp_path / out), "--checkpoints", str(tmp_path / ckpt),
+                "--device", "cpu", "--params", str(params_file)]
 
     subprocess.run([sys.executable, *train("a", "ckpt_a")], check=True, env=env, capture_output=True)
     job = subprocess.Popen([sys.executable, *train("b", "ckpt_b")], env=env, stderr=subprocess.PIPE, text=True)
@@ -230,23 +261,23 @@ def test_a_checkpoint_of_other_data_is_not_resumed(raw_params, tmp_path, capsys)
     """The checkpoint key covers the data a run reads: after the prepared text changes, the rerun of a finished
     run trains afresh on the new text instead of rewriting the old numbers."""
     p = tiny_params(raw_params, tmp_path)
-    first = experiment.train(p, "fixed16", 0, tmp_path / "a", tmp_path / "ckpt", CPU)
-    write_tokens(tmp_path / "data" / "prepared" / "ptb", seed=1)  # another chain, same shapes
+    first = train(p, tmp_path, "fixed16", 0, tmp_path / "a", tmp_path / "ckpt")
+    write_tokens(prepared(tmp_path), seed=1)  # another chain, same shapes
     capsys.readouterr()
-    second = experiment.train(p, "fixed16", 0, tmp_path / "b", tmp_path / "ckpt", CPU)
+    second = train(p, tmp_path, "fixed16", 0, tmp_path / "b", tmp_path / "ckpt")
     assert "resumed" not in capsys.readouterr().out
     assert second["final"] != first["final"]
     config_b = json.loads((tmp_path / "b" / "config.json").read_text())
     assert config_b["run"]["inputs"]["data"] and config_b["run"]["inputs"]["code"]
     with pytest.raises(Exception, match="holds a finished run of another config"):
-        experiment.train(p, "fixed16", 0, tmp_path / "a", tmp_path / "ckpt", CPU)  # never overwritten silently
+        train(p, tmp_path, "fixed16", 0, tmp_path / "a", tmp_path / "ckpt")  # never overwritten silently
 
 
 def test_lm_loop_lowers_perplexity(raw_params, tmp_path):
     """Through the real fit(): validation perplexity falls over the epochs and ends far below the vocabulary size
     (24 words, 3 successors each: a perfect model reaches 3)."""
     p = tiny_params(raw_params, tmp_path, epochs=4)
-    metrics = experiment.train(p, "fixed16", 0, tmp_path / "run", tmp_path / "ckpt", CPU)
+    metrics = train(p, tmp_path, "fixed16", 0, tmp_path / "run", tmp_path / "ckpt")
     ppl = [float(r["valid_ppl"]) for r in history(tmp_path / "run")]
     assert ppl[-1] < ppl[0] and ppl[-1] < 12 and metrics["final"] < 12
 
@@ -267,7 +298,8 @@ def test_planted_nan_gives_diverged_and_exit_0(raw_params, tmp_path, monkeypatch
     from pipeline.__main__ import app
 
     out = tmp_path / "runs" / "fixed16"
-    result = CliRunner().invoke(app, ["train", "block_size", "fixed16", "--seeds", "0", "--out", str(out),
+    result = CliRunner().invoke(app, ["train", "block_size", "fixed16", "--seeds", "0",
+                                      "--data", str(prepared(tmp_path)), "--out", str(out),
                                       "--checkpoints", str(tmp_path / "ckpt"), "--device", "cpu",
                                       "--params", str(params_file)])
     assert result.exit_code == 0, result.output
@@ -304,7 +336,8 @@ def test_hidden_state_is_carried_across_blocks_and_reset_each_epoch():
     source = lm.batchify(torch.randint(0, 24, (63,), generator=torch.Generator().manual_seed(0)), 3)  # [21, 3]
     spy = Spy(tiny_model())
     opt = torch.optim.SGD(spy.parameters(), lr=0.5)
-    loop = lm.LMLoop(epochs=2, batch_size=3, clip_grad_norm=0.25)
+    loop = lm.LMLoop(epochs=2, batch_size=3, clip_grad_norm=0.25, loss_reduction="mean", lr_block_scaling="none",
+                     lr_reference_block=16, eval_batch_size=10, eval_block=35)
     for _ in range(2):
         lm.train_epoch(spy, source, 6, opt, loop)
     assert len(spy.calls) == 8  # 20 targets per column in blocks of 6, 6, 6, 2; two epochs
@@ -398,7 +431,8 @@ def test_summed_loss_scales_the_sgd_step_by_the_block():
         before = [p.detach().clone() for p in model.parameters()]
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         lm.train_epoch(model, source, 11, opt, lm.LMLoop(epochs=1, batch_size=2, clip_grad_norm=None,
-                                                         loss_reduction=reduction))  # one block of 11 steps
+                                                         loss_reduction=reduction, lr_block_scaling="none",
+                                                         lr_reference_block=16, eval_batch_size=10, eval_block=35))  # one block of 11 steps
         steps[reduction] = [p.detach() - b for p, b in zip(model.parameters(), before)]
     for mean_step, sum_step in zip(steps["mean"], steps["sum_over_block"]):
         assert torch.allclose(sum_step, 11 * mean_step, rtol=1e-4, atol=1e-7)
@@ -407,7 +441,7 @@ def test_summed_loss_scales_the_sgd_step_by_the_block():
 # ---------------------------------------------------------------------------------------------- doubling_sum's step
 def one_step_change(cfg, block, seed=5):
     """Parameter change after one training step at `block` from fixed weights and text, built as the experiment
-    builds a run (optimizer, loop) from the resolved config `cfg`; also the lr the optimizer holds afterwards."""
+    builds a run (optimizer, loop) from the variant's settings `cfg`; also the lr the optimizer holds afterwards."""
     model = tiny_model(seed=seed)
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = experiment.build_optimizer(cfg.train, model)
@@ -422,15 +456,16 @@ def test_doubling_sum_step_grows_with_the_block_under_the_configured_optimizer(r
     """The resolved doubling_sum (Adam, clip 0.25, as params.yaml has it): at block 16 its step is the plain
     variants' step; at 32 it is twice theirs, at 64 four times. The plain variants' step does not depend on the
     variant, and the optimizer's lr is the base lr again after the epoch (what the LR scheduler sees)."""
-    s = config.validate(raw_params, profile).block_size
-    assert s.resolve("doubling_sum").train.optimizer == "adam" and s.resolve("doubling_sum").train.clip_grad_norm
-    base_lr = s.resolve("doubling").train.lr
+    p = config.validate(raw_params, profile)
+    settings = lambda name: p.settings("block_size", name)
+    assert settings("doubling_sum").train.optimizer == "adam" and settings("doubling_sum").train.clip_grad_norm
+    base_lr = settings("doubling").train.lr
     for block, factor in ((16, 1.0), (32, 2.0), (64, 4.0)):
-        plain, lr_after = one_step_change(s.resolve("doubling"), block)
+        plain, lr_after = one_step_change(settings("doubling"), block)
         assert lr_after == base_lr
         for name in ("fixed16", "fixed256", "linear", "plateau"):  # untouched: the same step as doubling
-            assert torch.equal(one_step_change(s.resolve(name), block)[0], plain), name
-        summed, lr_after = one_step_change(s.resolve("doubling_sum"), block)
+            assert torch.equal(one_step_change(settings(name), block)[0], plain), name
+        summed, lr_after = one_step_change(settings("doubling_sum"), block)
         assert lr_after == base_lr  # restored: the scheduler and the checkpoint see the unscaled lr
         assert torch.allclose(summed, factor * plain, rtol=1e-5, atol=1e-7)  # atol: float32 rounding of p - p0
         assert summed.norm() / plain.norm() == pytest.approx(factor, rel=1e-5)
@@ -443,10 +478,11 @@ def test_block_scaled_lr_composes_with_the_plateau_scheduler(raw_params, tmp_pat
     p = tiny_params(raw_params, tmp_path, lr_schedule=plateau)
     lrs = {}
     for variant in ("doubling", "doubling_sum"):
-        experiment.train(p, variant, 0, tmp_path / variant, tmp_path / "ckpt", CPU)
+        train(p, tmp_path, variant, 0, tmp_path / variant, tmp_path / "ckpt")
         lrs[variant] = [float(r["lr"]) for r in history(tmp_path / variant)]
         assert [int(r["block_size"]) for r in history(tmp_path / variant)] == [16, 32, 64]
-    base = p.block_size.resolve("doubling").train.lr
+    base = p.settings("block_size", "doubling").train.lr
+    assert p.settings("block_size", "doubling_sum").train.lr_reference_block == 16
     assert lrs["doubling"] == pytest.approx([base, base, base / 2])
     assert lrs["doubling_sum"] == pytest.approx([base, 2 * base, 4 * base / 2])
 
@@ -454,24 +490,25 @@ def test_block_scaled_lr_composes_with_the_plateau_scheduler(raw_params, tmp_pat
 def test_plateau_min_lr_floors_the_base_lr(raw_params, tmp_path):
     plateau = {"kind": "plateau", "factor": 0.5, "patience": 0, "threshold": 100.0, "min_lr": 0.008}
     p = tiny_params(raw_params, tmp_path, lr_schedule=plateau, epochs=4, lr=0.01)
-    experiment.train(p, "fixed16", 0, tmp_path / "run", tmp_path / "ckpt", CPU)
+    train(p, tmp_path, "fixed16", 0, tmp_path / "run", tmp_path / "ckpt")
     assert [float(r["lr"]) for r in history(tmp_path / "run")] == pytest.approx([0.01, 0.01, 0.008, 0.008])
 
 
-def test_adam_betas_and_eps_come_from_params(raw_params, root):
-    raw_params["block_size"]["train"].update(adam_betas=[0.8, 0.95], adam_eps=1e-6)
-    cfg = config.validate(raw_params, "paper").block_size.resolve("doubling")
+def test_adam_betas_eps_and_weight_decay_come_from_params(raw_params):
+    raw_params["block_size"]["train"].update(adam_betas=[0.8, 0.95], adam_eps=1e-6, weight_decay=1e-4)
+    cfg = config.validate(raw_params, "paper").settings("block_size", "doubling")
     group = experiment.build_optimizer(cfg.train, tiny_model()).param_groups[0]
-    assert (group["betas"], group["eps"]) == ((0.8, 0.95), 1e-6)
-    default = config.validate(yaml.safe_load((root / "params.yaml").read_text()), "paper")
-    group = experiment.build_optimizer(default.block_size.resolve("doubling").train, tiny_model()).param_groups[0]
-    assert (group["betas"], group["eps"]) == ((0.9, 0.999), 1e-8)  # params.yaml: torch's defaults
+    assert (group["betas"], group["eps"], group["weight_decay"]) == ((0.8, 0.95), 1e-6, 1e-4)
+    assert isinstance(experiment.build_optimizer(cfg.train, tiny_model()), torch.optim.Adam)
+    sgd = config.validate(raw_params, "paper").settings("block_size", "zaremba_small")
+    optimizer = experiment.build_optimizer(sgd.train, tiny_model())
+    assert type(optimizer) is torch.optim.SGD and optimizer.param_groups[0]["lr"] == sgd.train.lr
 
 
 def test_summed_loss_under_adam_or_twice_scaled_is_refused_naming_the_key(raw_params):
     raw_params["block_size"]["variants"]["doubling_sum"]["train"] = {"loss_reduction": "sum_over_block"}
-    with pytest.raises(config.ConfigError, match=r"variants\.doubling_sum: train: loss_reduction sum_over_block is "
-                                                 r"inert under adam"):
+    with pytest.raises(config.ConfigError, match=r"block_size\.variants\.doubling_sum\.train: loss_reduction "
+                                                 r"sum_over_block is inert under adam"):
         config.validate(raw_params, "paper")
     raw_params["block_size"]["variants"]["doubling_sum"]["train"] = {
         "loss_reduction": "sum_over_block", "optimizer": "sgd", "lr_block_scaling": "linear"}

@@ -14,9 +14,10 @@ from scipy import stats as sps
 from pipeline.analysis import stats
 from pipeline.analysis.claims import _comparison
 from pipeline.analysis.collect import collect
-from pipeline.analysis.figures import plot_train_size
-from pipeline.analysis.ledger import load_ledger
+from pipeline.analysis.ledger import ledger_for, load_ledger
 from pipeline.analysis.tables import analyze
+from pipeline.errors import ConfigError
+from pipeline.experiments.edba.figures import plot_train_size
 from test_collect import write_run
 from test_report import params
 
@@ -100,7 +101,7 @@ def test_a_comparison_is_taken_from_the_claims_dataset_and_oriented_as_claimed()
              "prob_improvement": 0.9, "better": "method" if diff > 0 else "baseline", "p_holm": 0.01}
             for d, diff in (("another", -5.0), ("cifar10", 3.0))]  # "another" sorts first
     comparisons = pl.DataFrame(rows)
-    ledger = load_ledger()
+    ledger = load_ledger({"optimizers": ROOT / "pipeline" / "experiments" / "optimizers" / "claims.yaml"})
     claim = next(c for c in ledger.claims if c.id == "survey-nadam-sgd")
     assert _comparison(comparisons, claim, "nadam", "sgd")["diff"] == 3.0
     flipped = _comparison(comparisons, claim, "sgd", "nadam")  # stored the other way round
@@ -125,6 +126,50 @@ def test_a_value_claim_is_judged_against_the_papers_spread(tmp_path):
     assert c["lo"] > 40.516  # outside our CI ...
     assert c["verdict"] == "reproduced" and c["p"] > 0.05, c  # ... but inside the paper's spread
     assert v["edba-c10-base-p10"]["verdict"] == "not reproduced" and v["edba-c10-base-p10"]["p"] < 0.05  # 73.2 vs 71.654 +- 0.087
+
+
+# ---- the ledger: one claims.yaml per experiment + the shared units -------------------------------------------------
+def test_the_ledger_merges_each_experiments_file_and_keeps_its_labels_apart(tmp_path):
+    def claims_file(name: str, body: str) -> Path:
+        (tmp_path / name).write_text(body)
+        return tmp_path / name
+
+    a = claims_file("a.yaml", """
+metric: test_acc
+reference: base
+labels: {method: {m: Ours}}
+comparisons: [{family: f, methods: [m], baselines: [base]}]
+claims: [{id: a-1, source: s, statement: x, kind: value, arm: m, unit: percent, claimed: 90.0}]
+""")
+    b = claims_file("b.yaml", """
+units: {widgets: {scale: 1, label: widgets}}
+labels: {method: {m: Theirs}}
+claims: [{id: b-1, source: s, statement: y, kind: value, arm: m, unit: widgets, claimed: 3.0}]
+""")
+    ledger = load_ledger({"exp_a": a, "exp_b": b, "exp_c": None})
+    assert {c.id: c.experiment for c in ledger.claims} == {"a-1": "exp_a", "b-1": "exp_b"}
+    assert ledger.labels == {"exp_a": {"method": {"m": "Ours"}}, "exp_b": {"method": {"m": "Theirs"}}}
+    assert ledger.reference == {"exp_a": "base"} and ledger.metrics == {"exp_a": "test_acc"}
+    assert [r.family for r in ledger.comparisons["exp_a"]] == ["f"] and ledger.comparisons["exp_b"] == []
+    assert "percent" in ledger.units and "widgets" in ledger.units  # the shared units and the file's own
+    with pytest.raises(ConfigError, match="claims ledger of exp_b, exp_b2: duplicate claim ids"):
+        load_ledger({"exp_b": b, "exp_b2": b})
+    moved = claims_file("moved.yaml", a.read_text().replace("kind: value", "experiment: exp_a, kind: value"))
+    with pytest.raises(ConfigError, match=r"moved.yaml: claim a-1: names experiment 'exp_a', not 'exp_b'"):
+        load_ledger({"exp_b": moved})
+    with pytest.raises(ConfigError, match=r"claim c: unknown unit 'widgets'"):
+        load_ledger({"exp_c": claims_file("c.yaml", "claims: [{id: c, source: s, statement: z, kind: value, arm: m, "
+                                          "unit: widgets, claimed: 1.0}]")})  # b.yaml's unit is not shared
+    with pytest.raises(ConfigError, match=r"d.yaml: units.percent: differs"):  # no silent redefinition
+        load_ledger({"exp_d": claims_file("d.yaml", "units: {percent: {scale: 1, label: '%'}}")})
+
+
+def test_every_experiments_claims_file_loads_and_carries_its_own_labels():
+    p = params("paper", False)
+    ledger = ledger_for(p)
+    assert set(ledger.labels) == set(p.experiments) == {c.experiment for c in ledger.claims}
+    assert ledger.labels["edba"]["subset"]["p1"] == "1% of Data"
+    assert len({c.id for c in ledger.claims}) == len(ledger.claims) > 0
 
 
 # ---- tables, figures, report plumbing --------------------------------------------------------------------------

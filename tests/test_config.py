@@ -26,7 +26,7 @@ def test_repository_params_are_valid_in_every_profile(raw_params):
 
 
 def test_grid_is_identical_in_every_profile(raw_params):
-    grids = {prof: {e: config.validate(raw_params, prof).variants(e) for e in config.EXPERIMENTS}
+    grids = {prof: {e: config.validate(raw_params, prof).variants(e) for e in config.validate(raw_params).experiments}
              for prof in config.PROFILES}
     assert grids["smoke"] == grids["quick"] == grids["paper"]
 
@@ -96,6 +96,18 @@ def test_profile_override_with_unknown_key(raw_params):
     assert "block_size.no_such_key: unknown key [profile smoke]" in error_for(raw_params, "smoke")
 
 
+def test_an_unknown_section_names_the_experiments_there_are(raw_params):
+    raw_params["edbaa"] = {}
+    message = error_for(raw_params)
+    assert "edbaa: unknown key" in message and "experiments: block_size, edba, growth, optimizers" in message
+
+
+def test_a_section_can_be_left_out(raw_params):
+    """An experiment runs when params.yaml has its section: without `growth:` the grid has three experiments."""
+    del raw_params["growth"]
+    assert config.validate(raw_params).experiments == ["block_size", "edba", "optimizers"]
+
+
 def test_unknown_variant_and_seed(raw_params):
     p = config.validate(raw_params)
     with pytest.raises(config.ConfigError, match="unknown variant 'nope'"):
@@ -121,13 +133,16 @@ def test_cli_and_snakemake_refuse_bad_params(raw_params, tmp_path, root):
 
 # ---- references between sections, and the profiles that are not active ------------------------------------------
 @pytest.mark.parametrize("edit, expected", [
-    (lambda r: r["block_size"].update(dataset="nope"), "block_size.dataset: 'nope' is not a key of data.datasets"),
-    (lambda r: r["block_size"].update(dataset="cifar10"), "block_size.dataset: 'cifar10' is a cifar10 dataset"),
-    (lambda r: r["edba"]["datasets"]["cifar10"].update(subsets=["full", "p50"]),
-     "edba.datasets.cifar10.subsets: subset 'p50' is not in data.datasets.cifar10.subsets"),
-    (lambda r: r["optimizers"]["train"].update(subset="p50"), "optimizers.train.subset: subset 'p50'"),
-    (lambda r: r["growth"]["datasets"].update(ptb=r["growth"]["datasets"]["cifar10"]),
-     "growth.datasets.ptb: 'ptb' is a ptb dataset"),
+    (lambda r: r["block_size"].update(dataset="nope"),
+     "block_size variant 'fixed16': dataset 'nope' is not a key of data.datasets"),
+    (lambda r: r["block_size"].update(dataset="cifar10"), "block_size variant 'fixed16': 'cifar10' is a cifar10 dataset"),
+    (lambda r: r["edba"]["grid"]["axes"]["subset"].update(p50={}),
+     "edba variant 'baseline-cifar10-p50': subset 'p50' is not in data.datasets.cifar10.subsets"),
+    (lambda r: r["optimizers"]["train"].update(subset="p50"), "optimizers variant 'sgd': subset 'p50'"),
+    (lambda r: r["growth"]["grid"]["axes"]["dataset"].update(ptb=r["growth"]["grid"]["axes"]["dataset"]["cifar10"]),
+     "growth variant 'fixed_full-ptb': 'ptb' is a ptb dataset"),
+    (lambda r: r["optimizers"]["variants"]["norm-weight"].update(lr_from="norm-batch"),
+     "optimizers variant 'norm-weight': reads the tuning of 'norm-batch', which is not a variant that tunes itself"),
 ])
 def test_a_reference_to_a_missing_or_wrong_dataset_or_subset(raw_params, edit, expected):
     edit(raw_params)
@@ -145,8 +160,17 @@ def test_every_profile_needs_its_entry(raw_params):
     assert "profiles: quick missing" in error_for(raw_params, "smoke")
 
 
-def test_synthetic_defaults_are_the_values_of_params_yaml(raw_params):
-    """Deleting a key of data.synthetic must not silently change the smoke data: the schema defaults are the file's."""
-    from pipeline.schemas.data import Synthetic
-
-    assert Synthetic().model_dump() == raw_params["data"]["synthetic"]
+@pytest.mark.parametrize("edit, expected", [
+    (lambda r: r["block_size"]["train"].update(lrr=1), "block_size.train.lrr: unknown key"),
+    (lambda r: r["block_size"]["variants"]["linear"]["schedule"].update(stepp=1),
+     "block_size.variants.linear.schedule.stepp: unknown key"),
+    (lambda r: r["edba"]["grid"]["axes"]["method"]["edba"].update(polcy="x"), "edba.grid.axes.method.edba.polcy: unknown key"),
+    (lambda r: r["edba"]["edba"].update(window=0), "edba.edba.window: Input should be greater than 0"),
+    (lambda r: r["optimizers"]["schedule_options"]["step"].update(milestones=[0.5, 2]),
+     "optimizers.schedule_options.step.milestones.1: Input should be less than 1"),
+    (lambda r: r["data"]["synthetic"]["images"].pop("noise"), "data.synthetic.images.noise: required key is missing"),
+])
+def test_a_bad_key_is_named_where_params_yaml_sets_it(raw_params, edit, expected):
+    """The one line names the key path in the file: a section default, a grid axis value, or one variant's own."""
+    edit(raw_params)
+    assert expected in error_for(raw_params)

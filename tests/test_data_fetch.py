@@ -169,6 +169,7 @@ def test_cli_reports_missing_data_in_one_line(raw_params, tmp_path, root):
     mirror.mkdir()
     raw_params.update(profile="quick")
     raw_params["data"]["mirror"] = str(mirror)
+    raw_params["data"]["root"] = str(tmp_path / "data")  # nothing of the repository's data/ is read or written
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw_params))
     out = subprocess.run([sys.executable, "-m", "pipeline", "prepare", "ptb", "--out", str(tmp_path / "ptb"),
@@ -177,7 +178,7 @@ def test_cli_reports_missing_data_in_one_line(raw_params, tmp_path, root):
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ptb.") and f"not found in data mirror {mirror}" in lines[0]
-    assert not (tmp_path / "ptb").exists()
+    assert not (tmp_path / "ptb").exists() and not (tmp_path / "data" / "raw" / FILE).exists()
 
 
 def test_mirror_file_with_a_wrong_checksum(raw_params, tmp_path):

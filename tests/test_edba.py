@@ -1,18 +1,37 @@
 """EDBA: closed-form last-layer gradients, vectorised subset scores, the argmin choice, batch-size bounds,
-checkpoint round trip, determinism, and the two ways of computing the training loss of a step."""
+checkpoint round trip, determinism, the two ways of computing the training loss of a step, and bad settings."""
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.methods.edba import (EDBA, EDBAConfig, EDBASampler, Selection, candidate_masks, edba_loss, gram,
-                                   margin_losses, per_sample_last_layer_grads, subset_grad_norms)
+from pipeline import config
+from pipeline.errors import ConfigError
+from pipeline.experiments.edba.method import (EDBA, EDBASampler, Selection, candidate_masks, edba_loss, gram,
+                                              margin_losses, per_sample_last_layer_grads, subset_grad_norms)
+from pipeline.experiments.edba.schema import EDBAConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def paper_edba() -> EDBAConfig:
+    """EDBA's settings of the paper profile of the repository's params.yaml (edba.edba)."""
+    return config.load(ROOT / "params.yaml", "paper").settings("edba", "edba-cifar10-n100").edba
+
+
+def edba_config(**changes) -> EDBAConfig:
+    """The paper profile's EDBA settings with `changes` (validated). Tests pass every value their assertions rely
+    on, so that they do not depend on what params.yaml says."""
+    return EDBAConfig.model_validate({**paper_edba().model_dump(), **changes})
 
 
 class TinyCNN(nn.Module):
@@ -113,8 +132,9 @@ def test_candidates_never_go_below_min_batch(subset_sizes):
 @pytest.mark.parametrize("B", [12, 20, 1000])
 def test_chosen_subset_has_at_least_min_batch_rows(B):
     """Through EDBA.select: every candidate it scored (replayed from its generator) and the chosen one."""
-    cfg = EDBAConfig(initial_batch=min(B, 100), min_batch=10, num_candidates=64, include_full_batch=False)
-    edba = EDBA(cfg, torch.Generator().manual_seed(3))
+    cfg = edba_config(min_batch=10, max_batch=1000, num_candidates=64, include_full_batch=False,
+                      subset_sizes="uniform_size", min_subset_frac=0.1)
+    edba = EDBA(cfg, torch.Generator().manual_seed(3), min(B, 100))
     g = torch.Generator().manual_seed(B)
     for step in range(6):
         h, logits = torch.randn(B, 8, generator=g), torch.randn(B, 5, generator=g)
@@ -145,8 +165,10 @@ def test_margin_guard_gives_no_nan():
 # ---- the choice is the argmin of eq. (1) ----------------------------------------------------------------------
 @pytest.mark.parametrize("grad_metric,model_metric", [("norm_of_mean", "batch"), ("mean_of_norms", "subset")])
 def test_chosen_subset_is_the_argmin(model64, grad_metric, model_metric):
-    cfg = EDBAConfig(num_candidates=24, grad_metric=grad_metric, model_metric=model_metric)
-    edba = EDBA(cfg, torch.Generator().manual_seed(7))
+    cfg = edba_config(num_candidates=24, grad_metric=grad_metric, model_metric=model_metric,
+                      subset_sizes="uniform_size", include_full_batch=True, min_batch=10, min_subset_frac=0.1,
+                      denominator_guard="clamp", guard_eps=1e-6)
+    edba = EDBA(cfg, torch.Generator().manual_seed(7), 16)
     x, y = batch(n=16)
     ref, h, logits = autograd_per_sample(model64, x, y)
     first = edba.select(h, logits, y)
@@ -156,7 +178,7 @@ def test_chosen_subset_is_the_argmin(model64, grad_metric, model_metric):
     replay = torch.Generator()
     replay.set_state(edba.generator.get_state())
     chosen = edba.select(h, logits, y)
-    masks = candidate_masks(16, 24, "uniform_size", cfg.min_subset_frac, True, replay, cfg.min_batch)
+    masks = candidate_masks(16, 24, "uniform_size", 0.1, True, replay, 10)
     losses = F.cross_entropy(logits, y, reduction="none")
     brute = []
     for m in masks:  # eq. (1) one subset at a time from the autograd per-sample gradients
@@ -176,7 +198,9 @@ def fake(signed: float, kept: float = 0.5) -> Selection:
 
 @pytest.mark.parametrize("rule", ["margin", "kept_fraction"])
 def test_batch_size_stays_in_bounds(rule):
-    edba = EDBA(EDBAConfig(batch_rule=rule, window=3, factor=1.7), torch.Generator())
+    cfg = edba_config(batch_rule=rule, window=3, factor=1.7, min_batch=10, max_batch=1000, margin_tolerance=0.5,
+                      kept_low=0.5, kept_high=0.9)
+    edba = EDBA(cfg, torch.Generator(), 100)
     grow, shrink = (fake(5.0, 1.0), fake(-5.0, 0.1))
     sizes = [edba.update_batch_size(grow) for _ in range(60)]
     assert max(sizes) == 1000 and sizes[-1] == 1000 and sizes[2] == 170 and sizes[1] == 100  # a decision every 3
@@ -189,7 +213,7 @@ def test_batch_size_stays_in_bounds(rule):
 
 
 def test_batch_size_keeps_within_tolerance():
-    edba = EDBA(EDBAConfig(window=4, margin_tolerance=0.5), torch.Generator())
+    edba = EDBA(edba_config(batch_rule="margin", window=4, margin_tolerance=0.5), torch.Generator(), 100)
     for s in [0.4, -0.3, 3.0, 0.1, 0.2, -0.45, -4.0, 0.0]:  # medians 0.25 and -0.15: inside the tolerance
         edba.update_batch_size(fake(s))
     assert edba.batch_size == 100
@@ -211,25 +235,28 @@ def run_steps(sampler, model, steps, seed0=100):
 def test_state_dict_round_trip_gives_identical_next_selections():
     torch.manual_seed(0)
     model = TinyCNN()
-    cfg = EDBAConfig(window=2, margin_tolerance=0.0, initial_batch=20)  # decisions happen within the test
-    a = EDBASampler(cfg, torch.Generator().manual_seed(1))
+    cfg = edba_config(batch_rule="margin", window=2, margin_tolerance=0.0)  # decisions happen within the test
+    a = EDBASampler(cfg, torch.Generator().manual_seed(1), 20)
     run_steps(a, model, 5)
     buffer = io.BytesIO()
     torch.save(a.state_dict(), buffer)
     expected = run_steps(a, model, 8, seed0=200)
-    b = EDBASampler(cfg, torch.Generator().manual_seed(999))
+    b = EDBASampler(cfg, torch.Generator().manual_seed(999), 20)
     buffer.seek(0)
     b.load_state_dict(torch.load(buffer, weights_only=False))
     assert run_steps(b, model, 8, seed0=200) == expected
     assert len({e[3] for e in expected}) > 1  # the batch size did change: its state was exercised
-    with pytest.raises(ValueError, match="different EDBAConfig"):
-        EDBASampler(EDBAConfig(), torch.Generator()).load_state_dict(a.state_dict())
+    with pytest.raises(ValueError, match="different EDBAConfig"):  # another setting
+        EDBASampler(edba_config(batch_rule="margin", window=3, margin_tolerance=0.0), torch.Generator(),
+                    20).load_state_dict(a.state_dict())
+    with pytest.raises(ValueError, match="different EDBAConfig"):  # another initial batch (train.batch_size)
+        EDBASampler(cfg, torch.Generator(), 30).load_state_dict(a.state_dict())
 
 
 def test_same_seed_same_selections_other_seed_differs():
     torch.manual_seed(0)
     model = TinyCNN()
-    runs = [run_steps(EDBASampler(EDBAConfig(initial_batch=30), torch.Generator().manual_seed(s)), model, 6)
+    runs = [run_steps(EDBASampler(edba_config(), torch.Generator().manual_seed(s), 30), model, 6)
             for s in (3, 3, 4)]
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
@@ -238,12 +265,14 @@ def test_edba_loss_shared_and_two_pass():
     torch.manual_seed(0)
     model = TinyCNN().double().train()
     x, y = batch(n=20, seed=1)
-    cfg = EDBAConfig(initial_batch=20, include_full_batch=False)
-    sampler = EDBASampler(cfg, torch.Generator().manual_seed(0))
-    loss, rows = edba_loss(model, x, y, sampler)  # first step keeps everything: exactly the baseline loss
-    assert len(rows) == 20 and loss.item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-12)
+    for forward in ("two_pass", "shared"):  # edba_loss's default forward is the config's
+        cfg = edba_config(include_full_batch=False, min_batch=10, forward=forward)
+        sampler = EDBASampler(cfg, torch.Generator().manual_seed(0), 20)
+        loss, rows = edba_loss(model, x, y, sampler)  # first step keeps everything: exactly the baseline loss
+        assert len(rows) == 20 and loss.item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-12)
     sampler.edba.model_ema -= 0.05  # a history (dM != 0, else every candidate's margin is |0 - 1|)
     sampler.edba.grad_ema *= 0.5
+    state = copy.deepcopy(sampler.state_dict())
     twin = copy.deepcopy(model)
     loss2, rows2 = edba_loss(model, x, y, sampler, forward="two_pass")
     assert 0 < len(rows2) < 20
@@ -252,6 +281,15 @@ def test_edba_loss_shared_and_two_pass():
         assert torch.equal(b, t)
     loss2.backward()
     assert model.head.weight.grad is not None
+    # shared: the same state chooses from one forward over the whole batch, and the loss is the kept rows' mean
+    sampler.load_state_dict(state)
+    twin = copy.deepcopy(model)
+    loss3, rows3 = edba_loss(model, x, y, sampler, forward="shared")
+    assert 0 < len(rows3) < 20
+    per_sample = F.cross_entropy(twin(x), y, reduction="none")
+    assert loss3.item() == pytest.approx(per_sample[rows3].mean().item(), rel=1e-12)
+    with pytest.raises(ValueError, match="edba.forward"):
+        edba_loss(model, x, y, sampler, forward="one_pass")
 
 
 @pytest.mark.parametrize("forward", ["two_pass", "shared"])
@@ -267,12 +305,13 @@ def test_sampler_as_the_image_loop_policy(forward):
                      std=torch.full((1, 3, 1, 1), 0.25), num_classes=5)
     torch.manual_seed(0)
     model = TinyCNN()
-    cfg = EDBAConfig(initial_batch=12, window=2, margin_tolerance=0.0, forward=forward)
-    policy = EDBASampler(cfg, torch.Generator().manual_seed(1))
+    cfg = edba_config(batch_rule="margin", window=2, margin_tolerance=0.0, forward=forward)
+    policy = EDBASampler(cfg, torch.Generator().manual_seed(1), 12)
     seen = torch.zeros(n, dtype=torch.bool)
     stats = train_epoch(model, torch.optim.SGD(model.parameters(), lr=0.01), None, data,
                         IndexStream(data.global_index, torch.Generator().manual_seed(2)), policy,
-                        ImageLoop(epochs=1, samples_per_epoch=120, augment=False, forward_flops=1), torch.Generator(),
+                        ImageLoop(epochs=1, samples_per_epoch=120, eval_every=1, eval_batch=500, augment=False,
+                                  forward_flops=1), torch.Generator(),
                         seen)
     row = policy.epoch_stats()
     drawn = round(row["edba_batch_mean"] * stats["steps"])
@@ -286,15 +325,35 @@ def test_sampler_as_the_image_loop_policy(forward):
     assert math.isnan(policy.epoch_stats()["edba_batch_mean"])  # the stats reset after each epoch
 
 
-def test_bad_options_are_named():
+@pytest.mark.parametrize("key,value,message", [
+    ("grad_metric", "sum", r"edba\.edba\.grad_metric: Input should be 'norm_of_mean' or 'mean_of_norms'"),
+    ("factor", 1.0, r"edba\.edba\.factor: Input should be greater than 1"),
+    ("num_candidate", 3, r"edba\.edba\.num_candidate: unknown key"),
+    ("kept_low", 0.95, r"edba\.edba: kept_low 0\.95 is above kept_high"),
+    ("denominator_guard", "ignore", r"edba\.edba\.denominator_guard"),
+])
+def test_bad_options_are_named(raw_params, key, value, message):
+    """A bad EDBA setting (params.yaml edba.edba) is a one-line ConfigError naming its key path."""
+    raw = copy.deepcopy(raw_params)
+    raw["edba"]["edba"][key] = value
+    with pytest.raises(ConfigError, match=message) as err:
+        config.validate(raw, "paper")
+    assert "\n" not in str(err.value)
+
+
+def test_bad_profile_override_and_initial_batch_are_named(raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["edba"]["profiles"]["smoke"]["edba"]["window"] = 0  # a profile's override is validated in every profile
+    with pytest.raises(ConfigError, match=r"edba\.edba\.window: .*\[profile smoke\]"):
+        config.validate(raw, "paper")
+    raw = copy.deepcopy(raw_params)
+    raw["edba"]["train"]["batch_size"] = 5  # EDBA's initial batch, below edba.min_batch
+    with pytest.raises(ConfigError, match="train.batch_size 5 .* is outside edba.min_batch..max_batch"):
+        config.validate(raw, "paper")
+    with pytest.raises(ValueError, match="initial batch 5 is outside"):  # the method's own guard
+        EDBA(edba_config(min_batch=10, max_batch=1000), torch.Generator(), 5)
     with pytest.raises(ValueError, match="edba.grad_metric"):
-        EDBAConfig(grad_metric="sum")
-    with pytest.raises(ValueError, match="edba.factor"):
-        EDBAConfig(factor=1.0)
-    with pytest.raises(ValueError, match="unknown edba option"):
-        EDBAConfig.from_dict({"num_candidate": 3})
-    with pytest.raises(ValueError, match="min_batch"):
-        EDBAConfig(initial_batch=5)
+        subset_grad_norms(torch.eye(3), torch.ones(1, 3, dtype=torch.bool), "sum")
 
 
 # ---- the image loop's data drawing: the leak guard and batches larger than the subset -----------------------

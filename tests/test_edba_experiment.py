@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
 import json
 from pathlib import Path
 
@@ -15,8 +14,11 @@ import torch
 import yaml
 
 from pipeline import config
-from pipeline.experiments import edba as experiment
+from pipeline.data.fetch import DataError
+from pipeline.experiments.edba import method as edba_method
+from pipeline.experiments.edba import train as experiment
 from pipeline.train import engine, image
+from pipeline.train.jobs import Inputs, Job
 
 CLASSES = 10
 N_TRAIN, N_TEST = 60, 20  # per dataset; every image different (random pixels)
@@ -40,6 +42,7 @@ def write_dataset(root: Path, name: str, classes: int, gen: np.random.Generator)
         for subset, k in SUBSETS.items():
             index = np.sort(np.random.default_rng(seed).permutation(N_TRAIN)[:k]).astype(np.int64)
             np.save(out / f"{subset}.npy", index)
+    (root / "subsets" / name / "subsets.json").write_text(json.dumps({"dataset": name, "seeds": list(SEEDS)}))
 
 
 @pytest.fixture
@@ -57,13 +60,24 @@ def make_params(raw: dict, root: Path, **smoke):
     overrides = raw["edba"]["profiles"]["smoke"]
     overrides["train"] = {**overrides.get("train", {}), "samples_per_epoch": 60, "epochs": 2, "eval_every": 1,
                           **smoke.pop("train", {})}
-    overrides["method"] = {**overrides.get("method", {}), **smoke.pop("method", {})}
+    overrides["edba"] = {**overrides.get("edba", {}), **smoke.pop("edba", {})}
+    assert not smoke, f"unknown override groups {sorted(smoke)}"
     return config.validate(raw, "smoke")
 
 
+def inputs(root: Path) -> Inputs:
+    """The stage's --data / --subsets arguments for both tiny datasets (keys read from meta.json / subsets.json)."""
+    return Inputs.from_paths(data=[root / "prepared" / d for d in ("cifar10", "cifar100")],
+                             subsets=[root / "subsets" / d for d in ("cifar10", "cifar100")])
+
+
+def job(params, variant, tmp: Path, seed: int = 0, name: str = "run", given: Inputs | None = None) -> Job:
+    return Job(params, "edba", variant, seed, given if given is not None else inputs(Path(params.data.root)),
+               tmp / name / variant / f"seed{seed}", tmp / f"ckpt-{name}", torch.device("cpu"))
+
+
 def train(params, variant, tmp: Path, seed: int = 0, name: str = "run") -> dict:
-    return experiment.train(params, variant, seed, tmp / name / variant / f"seed{seed}", tmp / f"ckpt-{name}",
-                            torch.device("cpu"))
+    return experiment.train(job(params, variant, tmp, seed, name))
 
 
 def history(tmp: Path, variant: str, seed: int = 0, name: str = "run") -> list[dict]:
@@ -81,58 +95,58 @@ def test_grid_is_the_papers_table_in_every_profile(raw_params):
     assert grids["smoke"] == grids["quick"] == grids["paper"] and len(grids["paper"]) == 14
     assert "edba-cifar10-n100" in grids["paper"] and "baseline-cifar100-n100" not in grids["paper"]
     params = config.validate(raw_params, "paper")
-    section = params.edba
-    assert experiment.describe(section, "edba-cifar100-p1") == {"method": "edba", "dataset": "cifar100", "subset": "p1"}
-    # claims.yaml's EDBA value claims name exactly these (method, dataset, subset) cells
-    ledger = yaml.safe_load((Path(__file__).parents[1] / "pipeline/analysis/claims.yaml").read_text())
-    cells = {(c["arm"], c["dataset"], c["subset"]) for c in ledger["claims"]
-             if c.get("experiment") == "edba" and c["kind"] == "value"}
-    assert cells == {tuple(experiment.describe(section, v).values()) for v in grids["paper"]}
-    with pytest.raises(ValueError, match="unknown variant 'edba-cifar100-n100'"):
-        section.resolve("edba-cifar100-n100")
+    assert params.describe("edba", "edba-cifar100-p1") == {"method": "edba", "dataset": "cifar100", "subset": "p1"}
+    for variant in grids["paper"]:  # the grid's coordinates are the settings the variant trains with
+        method, dataset, subset = variant.split("-")
+        cfg = params.settings("edba", variant)
+        assert (cfg.dataset, cfg.subset, cfg.policy) == (dataset, subset, {"edba": "edba", "baseline": "fixed"}[method])
+        assert params.data_of("edba", variant) == [(dataset, subset)]
+    # the experiment's claims.yaml: its value claims name exactly these (method, dataset, subset) cells
+    ledger = yaml.safe_load(params.experiment("edba").file("claims.yaml").read_text())
+    cells = {(c["arm"], c["dataset"], c["subset"]) for c in ledger["claims"] if c["kind"] == "value"}
+    assert cells == {tuple(params.describe("edba", v).values()) for v in grids["paper"]}
+    with pytest.raises(config.ConfigError, match="unknown variant 'edba-cifar100-n100'"):
+        params.settings("edba", "edba-cifar100-n100")
 
 
 def test_paper_profile_settings(raw_params):
-    cfg = config.validate(raw_params, "paper").edba.resolve("edba-cifar10-n100")
+    params = config.validate(raw_params, "paper")
+    cfg = params.settings("edba", "edba-cifar10-n100")
     t = cfg.train
     assert (cfg.model.depth, cfg.model.widths, t.lr, t.momentum, t.nesterov, t.weight_decay, t.batch_size) == \
         (56, [16, 32, 64], 0.001, 0.9, True, 1e-5, 100)
     assert (cfg.edba.min_batch, cfg.edba.max_batch, cfg.edba.forward, t.augment) == (10, 1000, "two_pass", True)
     assert t.oversize_batch == "wrap"  # how a batch larger than the subset is drawn is a stated setting
-    assert config.validate(raw_params, "paper").edba.resolve("baseline-cifar10-n100").edba is None
-
-
-def test_method_schema_mirrors_edba_config(raw_params):
-    from pipeline.methods.edba import EDBAConfig
-    from pipeline.schemas.edba import Method
-
-    assert set(Method.model_fields) | {"initial_batch"} == {f.name for f in dataclasses.fields(EDBAConfig)}
-    # the paper profile's EDBA settings are EDBAConfig's defaults, whose reasons its docstring gives
-    paper = config.validate(raw_params, "paper").edba
-    assert {**paper.method.model_dump(), "initial_batch": paper.train.batch_size} == dataclasses.asdict(EDBAConfig())
+    # the baseline never builds EDBA: its identity (config hash) leaves EDBA's settings out, EDBA's includes them
+    baseline, edba = params.identity("edba", "baseline-cifar10-n100"), params.identity("edba", "edba-cifar10-n100")
+    assert "edba" not in baseline and edba["edba"] == cfg.edba.model_dump(mode="json")
+    assert {k: v for k, v in edba.items() if k not in ("edba", "policy")} == \
+        {k: v for k, v in baseline.items() if k != "policy"}  # the two arms differ in the policy only
 
 
 def test_samples_per_epoch_readings(raw_params):
     from types import SimpleNamespace
 
     data = SimpleNamespace(local_of=torch.zeros(500), y=torch.zeros(40))  # training set of 500, subset of 40
-    section = config.validate(raw_params, "paper").edba
+    paper = config.validate(raw_params, "paper").settings("edba", "edba-cifar10-p1")
     readings = {}
     for setting in ("train_set", "subset", 123):
-        cfg = section.resolve("edba-cifar10-p1")
-        cfg.train = cfg.train.model_copy(update={"samples_per_epoch": setting})
+        cfg = paper.model_copy(update={"train": paper.train.model_copy(update={"samples_per_epoch": setting})})
         readings[setting] = experiment.samples_per_epoch(cfg, data)
     assert readings == {"train_set": 500, "subset": 40, 123: 123}
 
 
 @pytest.mark.parametrize("path,value,message", [
     (("train", "batch_size"), 5, "train.batch_size 5"),
-    (("method", "min_batch"), 2000, "min_batch 2000 is above max_batch"),
-    (("methods",), {"base-line": {"policy": "fixed"}}, "may not contain '-'"),
-    (("datasets", "cifar10", "subsets"), ["p1", "p1"], "lists a subset twice"),
-    (("method", "forward"), "one_pass", "edba.method.forward"),
+    (("edba", "min_batch"), 2000, "edba.edba: min_batch 2000 is above max_batch"),
+    (("grid", "axes", "method", "sgd"), {"policy": "sgd"}, r"edba.grid.axes.method.sgd.policy: Input should be"),
+    (("grid", "axes", "subset"), ["p1", "p10"], "edba.grid.axes.subset: must be a mapping"),
+    (("grid", "axes", "subset", "p5"), {}, "subset 'p5' is not in data.datasets.cifar10.subsets"),
+    (("grid", "exclude"), [{"dataset": "cifar100", "subset": "n1000"}], r"edba.grid.exclude\[0\]"),
+    (("grid", "axes", "method", "baseline"), {"policy": "fixed", "policy_": 1}, "policy_: unknown key"),
+    (("edba", "forward"), "one_pass", "edba.edba.forward"),
     (("model", "depth"), 12, "6n\\+2"),
-    (("train", "oversize_batch"), "cap", "oversize_batch"),
+    (("train", "oversize_batch"), "cap", "edba.train.oversize_batch"),
 ])
 def test_bad_settings_are_one_line_errors(raw_params, path, value, message):
     raw = copy.deepcopy(raw_params)
@@ -149,15 +163,47 @@ def test_unknown_subset_is_named_before_training(raw_params, data_root, tmp_path
     """A grid subset missing from data.datasets stops the params load, before any job (or checkpoint) exists."""
     raw = copy.deepcopy(raw_params)
     raw["data"]["datasets"]["cifar10"]["subsets"].pop("p1")
-    with pytest.raises(ValueError, match="edba.datasets.cifar10.subsets: subset 'p1' is not in data.datasets.cifar10"):
+    with pytest.raises(config.ConfigError,
+                       match="edba variant 'baseline-cifar10-p1': subset 'p1' is not in data.datasets.cifar10"):
         make_params(raw, data_root)
     assert not (tmp_path / "ckpt-run").exists()
+
+
+# ---- what a job is given --------------------------------------------------------------------------------------
+def test_a_job_reads_only_the_inputs_it_is_given(raw_params, data_root, tmp_path):
+    """A missing --data / --subsets is a one-line DataError before any run file or checkpoint exists; the `full`
+    subset reads no subsets file."""
+    params = make_params(raw_params, data_root)
+    cifar10 = data_root / "prepared" / "cifar10"
+    assert inputs(data_root).data == {"cifar10": cifar10, "cifar100": data_root / "prepared" / "cifar100"}
+    with pytest.raises(DataError, match=r"^edba/edba-cifar10-p1: no --subsets for dataset 'cifar10'") as err:
+        experiment.train(job(params, "edba-cifar10-p1", tmp_path, given=Inputs.from_paths(data=[cifar10])))
+    assert "\n" not in str(err.value)
+    with pytest.raises(DataError, match=r"^edba/edba-cifar100-p1: no --data for dataset 'cifar100'"):
+        experiment.train(job(params, "edba-cifar100-p1", tmp_path, given=Inputs(
+            data={"cifar10": cifar10}, subsets=inputs(data_root).subsets)))
+    with pytest.raises(DataError, match="no --data for dataset 'cifar10'"):
+        experiment.train(job(params, "baseline-cifar10-full", tmp_path, given=Inputs()))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "ckpt-run").exists()
+    m = experiment.train(job(params, "baseline-cifar10-full", tmp_path, given=Inputs.from_paths(data=[cifar10])))
+    assert m["extra"]["subset_size"] == m["extra"]["train_set_size"] == N_TRAIN
+
+
+def test_real_data_is_refused_by_a_synthetic_profile(raw_params, data_root, tmp_path):
+    meta_file = data_root / "prepared" / "cifar10" / "meta.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "synthetic": False}))
+    params = make_params(raw_params, data_root)
+    assert params.synthetic
+    with pytest.raises(DataError, match="holds real data but the profile wants synthetic data"):
+        train(params, "edba-cifar10-p1", tmp_path)
+    assert not (tmp_path / "run").exists()
 
 
 # ---- end to end --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", ["baseline-cifar10-n100", "edba-cifar10-n100", "edba-cifar100-p10"])
 def test_variant_trains_end_to_end(raw_params, data_root, tmp_path, variant):
     params = make_params(raw_params, data_root)
+    cfg = params.settings("edba", variant)
     m = train(params, variant, tmp_path)
     method, dataset, subset = variant.split("-")
     assert (m["method"], m["dataset"], m["subset"], m["metric"]) == (method, dataset, subset, "test_acc")
@@ -167,13 +213,14 @@ def test_variant_trains_end_to_end(raw_params, data_root, tmp_path, variant):
     rows = history(tmp_path, variant)
     assert len(rows) == 2 and all(r["test_acc"] for r in rows)
     if method == "baseline":
-        assert {r["batch_size"] for r in rows} == {"100"} and not any(k.startswith("edba_") for k in rows[0])
+        assert {r["batch_size"] for r in rows} == {str(cfg.train.batch_size)}
+        assert not any(k.startswith("edba_") for k in rows[0]) and "forward" not in m["extra"]
         assert m["train_flops"] == 3 * m["extra"]["forward_flops"] * int(rows[-1]["samples"])
     else:
         for column in ("edba_batch_mean", "edba_kept_fraction", "edba_margin", "edba_model_metric", "edba_grad_metric"):
             assert column in rows[0]
         assert all(0 < float(r["edba_kept_fraction"]) <= 1 and float(r["edba_grad_metric"]) > 0 for r in rows)
-        assert m["extra"]["forward"] == "two_pass"
+        assert m["extra"]["forward"] == cfg.edba.forward
 
 
 def test_oversize_batch_reaches_the_loop_and_a_batch_above_the_subset_wraps(raw_params, data_root, tmp_path,
@@ -182,9 +229,9 @@ def test_oversize_batch_reaches_the_loop_and_a_batch_above_the_subset_wraps(raw_
     seen, take = {}, image.IndexStream.take
     fit = image.fit
 
-    def watched_fit(run, model, optimizer, scheduler, data, policy, loop, gens):
+    def watched_fit(run, model, optimizer, scheduler, data, policy, loop, gens, hook=None):
         seen["mode"] = loop.oversize_batch
-        return fit(run, model, optimizer, scheduler, data, policy, loop, gens)
+        return fit(run, model, optimizer, scheduler, data, policy, loop, gens, hook)
 
     def recorded(self, k):
         idx = take(self, k)
@@ -205,8 +252,8 @@ def test_oversize_batch_reaches_the_loop_and_a_batch_above_the_subset_wraps(raw_
 
 def test_batch_size_stays_within_bounds(raw_params, data_root, tmp_path):
     params = make_params(raw_params, data_root, train={"samples_per_epoch": 400, "eval_every": 2},
-                         method={"window": 1, "factor": 2.0, "margin_tolerance": 0.0, "min_batch": 10,
-                                 "max_batch": 150})
+                         edba={"window": 1, "factor": 2.0, "margin_tolerance": 0.0, "min_batch": 10,
+                               "max_batch": 150, "batch_rule": "margin"})
     train(params, "edba-cifar10-p10", tmp_path)
     rows = history(tmp_path, "edba-cifar10-p10")
     lows, highs = [float(r["edba_batch_min"]) for r in rows], [float(r["edba_batch_max"]) for r in rows]
@@ -278,16 +325,14 @@ def test_training_reads_the_subset_and_evaluation_only_the_test_split(raw_params
 
 # ---- the baseline is untouched by EDBA; same seed, same run ---------------------------------------------------
 def test_baseline_never_constructs_edba(raw_params, data_root, tmp_path, monkeypatch):
-    import pipeline.methods.edba as method
-
     params = make_params(raw_params, data_root)
     reference = train(params, "baseline-cifar10-p10", tmp_path, name="plain")
 
     def refuse(*args, **kwargs):
         raise AssertionError("EDBA constructed")
 
-    monkeypatch.setattr(method.EDBA, "__init__", refuse)
-    monkeypatch.setattr(method.EDBASampler, "__init__", refuse)
+    monkeypatch.setattr(edba_method.EDBA, "__init__", refuse)
+    monkeypatch.setattr(edba_method.EDBASampler, "__init__", refuse)
     again = train(params, "baseline-cifar10-p10", tmp_path, name="patched")
     assert without_timing(history(tmp_path, "baseline-cifar10-p10", name="patched")) == \
         without_timing(history(tmp_path, "baseline-cifar10-p10", name="plain"))
@@ -297,7 +342,7 @@ def test_baseline_never_constructs_edba(raw_params, data_root, tmp_path, monkeyp
 
 
 def test_killed_edba_run_resumes_identically(raw_params, data_root, tmp_path, monkeypatch):
-    params = make_params(raw_params, data_root, train={"epochs": 3}, method={"window": 1})
+    params = make_params(raw_params, data_root, train={"epochs": 3}, edba={"window": 1})
     train(params, "edba-cifar10-n100", tmp_path, seed=1, name="whole")
     end_epoch = engine.Run.end_epoch
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
 
 import numpy as np
@@ -12,7 +14,8 @@ from torch import nn
 from pipeline.seeding import generator
 from pipeline.train import image
 from pipeline.train.engine import RunSpec
-from pipeline.train.runner import RunConflict, finish_run, seed_generators, start_run
+from pipeline.train.runner import (RunConflict, finish_run, input_digests, prepared_files, seed_generators,
+                                   start_run)
 
 
 class TinyNet(nn.Module):
@@ -58,7 +61,8 @@ def train_tiny(tmp_path, epochs=4, seed=0, lr=0.05, policy=None, name="run"):
     run = start_run(spec(seed, epochs=epochs, lr=lr), tmp_path / name, tmp_path / "ckpt", torch.device("cpu"))
     model = TinyNet()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    loop = image.ImageLoop(epochs=epochs, samples_per_epoch=len(data.y), forward_flops=1000)
+    loop = image.ImageLoop(epochs=epochs, samples_per_epoch=len(data.y), eval_every=1, eval_batch=500, augment=True,
+                           oversize_batch="wrap", forward_flops=1000)
     image.fit(run, model, optimizer, None, data, policy or image.FixedBatch(32), loop, seed_generators(seed))
     return finish_run(run)
 
@@ -127,13 +131,30 @@ def test_leak_guard_fires_on_an_out_of_subset_index(tmp_path):
 
 
 def test_index_stream_covers_the_subset_each_pass_and_wraps(tmp_path):
-    stream = image.IndexStream(torch.arange(10, 20), generator(0, "order"))
+    stream = image.IndexStream(torch.arange(10, 20), generator(0, "order"), "wrap")
     batch = stream.take(25)  # larger than the subset: 2.5 passes
     assert sorted(batch[:10].tolist()) == list(range(10, 20)) == sorted(batch[10:20].tolist())
     state = stream.state_dict()
     nxt = stream.take(7)
     stream.load_state_dict(state)
     assert torch.equal(stream.take(7), nxt)
+
+
+def test_input_digests_name_every_data_file_and_the_code(tmp_path):
+    """A run's identity holds the sha256 of each file it reads and the code digest it is given: changed data gives
+    another config hash, so a checkpoint of the old data is never resumed."""
+    root = write_images(tmp_path / "data")
+    files = prepared_files(root)
+    assert [f.name for f in files] == ["meta.json", "test.npz", "train.npz"]
+    digests = input_digests(files, "code-digest")
+    assert digests["code"] == "code-digest"
+    assert digests["data"] == {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    before = dataclasses.replace(spec(), inputs=digests)
+    assert before.config_hash() != dataclasses.replace(spec(), inputs=input_digests(files, "other")).config_hash()
+    (root / "meta.json").write_text(json.dumps({"classes": ["0", "1", "2", "3"], "synthetic": True, "v": 2}))
+    after = dataclasses.replace(spec(), inputs=input_digests(files, "code-digest"))
+    assert after.inputs["data"][str(root / "meta.json")] != digests["data"][str(root / "meta.json")]
+    assert after.config_hash() != before.config_hash()
 
 
 def test_augment_is_a_crop_of_the_padded_image_or_its_mirror():

@@ -1,14 +1,24 @@
 """Width growth: the schedule, function preservation for every model and mode, parameter counts per stage,
-optimizer state across a growth, stage masks and LR multipliers, per-entry LR steps, and schedule FLOPs."""
+optimizer state across a growth, stage masks and LR multipliers, per-entry LR steps, and schedule FLOPs.
+
+grow() and the LR-adaptation functions take every option explicitly: where a test's expectation does not depend
+on an option, it uses the value of params.yaml's growth.method (what the experiment runs); where it does, the
+test names the value itself.
+"""
+import functools
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from pipeline.methods.growth import (
-    MODES, GrowthSchedule, build_model, carry_optimizer_state, extend_lr_compensation, extend_stage_masks, grow,
-    growth_epochs, initial_stage_masks, lr_multipliers, old_block, scaled_step, stage_multipliers, stage_widths)
+from pipeline import config
+from pipeline.experiments.growth.method import (
+    MODES, carry_optimizer_state, extend_lr_compensation, extend_stage_masks, grow, initial_stage_masks,
+    lr_multipliers, old_block, scaled_step, stage_multipliers)
+from pipeline.experiments.growth.schedule import GrowthSchedule, growth_epochs, stage_widths
+from pipeline.models import build_model
 from pipeline.models.flops import schedule_flops
 from pipeline.models.resnet import ResNet18, ResNet20
 from pipeline.models.vgg import VGG11
@@ -20,7 +30,32 @@ GROW = {ResNet20: ((4, 8, 16), (4, 10, 20)),
 VARIANTS = [("random", "linear"), ("variance_transfer", "linear"), ("variance_transfer", "sqrt"),
             ("net2net", "linear")]
 OPTIONS = [{}, {"init_fan": "out"}, {"net2net_noise": 0.3}]  # grow()'s other options (each mode reads its own)
+# the paper's schedule (NOTES.md section 2): 8 growths from 1/4 of full width, stages ~20% longer each
+PAPER_SCHEDULE = dict(num_growths=8, start_fraction=0.25, growth_ratio=None, stage_length_ratio=1.2)
+ROOT = Path(__file__).resolve().parents[1]
 
+
+@functools.cache
+def method():
+    """params.yaml's growth.method (the same in every profile)."""
+    return config.load(ROOT / "params.yaml", "paper").settings("growth", "grow_vt_lr-cifar10").method
+
+
+def grow_options(model, **options) -> dict:
+    """grow()'s keyword options: params.yaml's growth.method, base widths the model's current ones, `options` over."""
+    m = method()
+    return {"variance_factor": m.variance_factor, "base_widths": tuple(model.widths), "init_fan": m.init_fan,
+            "net2net_noise": m.net2net_noise, **options}
+
+
+def grow_(model, widths, mode, generator, **options):
+    return grow(model, widths, mode, generator, **grow_options(model, **options))
+
+
+def multipliers_of(model, masks, **options):
+    """lr_multipliers with params.yaml's scope and include_head unless given."""
+    m = method()
+    return lr_multipliers(model, masks, **{"scope": m.lr_scope, "include_head": m.lr_include_head, **options})
 
 
 def gen(seed: int) -> torch.Generator:
@@ -60,7 +95,7 @@ def count(model):
 # ---------------------------------------------------------------- schedule
 
 def test_stage_widths_from_a_quarter_to_exactly_full_in_even_steps():
-    widths = stage_widths((16, 32, 64), num_growths=8)
+    widths = stage_widths((16, 32, 64), num_growths=8, start_fraction=0.25, growth_ratio=None)
     assert len(widths) == 9 and widths[0] == (4, 8, 16) and widths[-1] == (16, 32, 64)
     for a, b in zip(widths, widths[1:]):
         assert all(y >= x and (y - x) % 2 == 0 for x, y in zip(a, b))
@@ -79,17 +114,20 @@ def test_build_model_by_name_and_width_fraction():
 
 
 def test_growth_ratio_alternative_and_bad_input():
-    widths = stage_widths((64, 128, 256, 512), 8, growth_ratio=1.2)
+    widths = stage_widths((64, 128, 256, 512), 8, start_fraction=None, growth_ratio=1.2)
     assert widths[-1] == (64, 128, 256, 512)
     assert widths[0] == (14, 30, 60, 120)  # 1.2**-8 = 0.233 of full, rounded to pairs
-    with pytest.raises(ValueError, match="not both"):
-        stage_widths((16,), 8, start_fraction=0.25, growth_ratio=1.2)
+    for start, ratio in ((0.25, 1.2), (None, None)):  # exactly one of the two
+        with pytest.raises(ValueError, match="give one of start_fraction and growth_ratio"):
+            stage_widths((16,), 8, start_fraction=start, growth_ratio=ratio)
+        with pytest.raises(ValueError, match="give one of start_fraction and growth_ratio"):
+            GrowthSchedule((16,), 9, 8, start, ratio, 1.0).stage_widths()
     with pytest.raises(ValueError, match="fraction"):
-        stage_widths((16,), 8, start_fraction=1.5)
+        stage_widths((16,), 8, start_fraction=1.5, growth_ratio=None)
 
 
 def test_growth_epochs_stage_lengths_grow_about_20_percent():
-    schedule = GrowthSchedule((16, 32, 64), total_epochs=160)
+    schedule = GrowthSchedule((16, 32, 64), total_epochs=160, **PAPER_SCHEDULE)
     epochs, lengths = schedule.growth_epochs(), schedule.stage_epochs()
     assert len(epochs) == 8 and all(b > a for a, b in zip(epochs, epochs[1:]))
     assert sum(lengths) == 160 and lengths == [8, 9, 11, 13, 16, 19, 23, 28, 33]
@@ -100,9 +138,10 @@ def test_growth_epochs_stage_lengths_grow_about_20_percent():
 
 def test_fixed_intervals_and_too_few_epochs():
     assert growth_epochs(90, 8, stage_length_ratio=1.0) == [10, 20, 30, 40, 50, 60, 70, 80]
-    assert growth_epochs(9, 8) == list(range(1, 9))  # every stage exactly one epoch
+    for ratio in (1.0, 1.2, 2.0):
+        assert growth_epochs(9, 8, ratio) == list(range(1, 9))  # every stage exactly one epoch
     with pytest.raises(ValueError, match="total_epochs=5"):
-        growth_epochs(5, 8)
+        growth_epochs(5, 8, 1.2)
 
 
 # ---------------------------------------------------------------- function preservation
@@ -110,9 +149,9 @@ def test_fixed_intervals_and_too_few_epochs():
 def test_every_mode_is_covered_and_unknown_ones_are_rejected():
     assert {mode for mode, _ in VARIANTS} == set(MODES)
     with pytest.raises(ValueError, match="splitting"):
-        grow(trained_like(ResNet20, (4, 8, 16)), (6, 10, 20), "splitting", gen(0))
+        grow_(trained_like(ResNet20, (4, 8, 16)), (6, 10, 20), "splitting", gen(0))
     with pytest.raises(ValueError, match=r"\(4, 8, 16\)"):
-        grow(trained_like(ResNet20, (4, 8, 16)), (2, 8, 16), "random", gen(0))
+        grow_(trained_like(ResNet20, (4, 8, 16)), (2, 8, 16), "random", gen(0))
 
 
 @pytest.mark.parametrize("options", OPTIONS)
@@ -121,7 +160,7 @@ def test_every_mode_is_covered_and_unknown_ones_are_rejected():
 def test_grow_preserves_the_function_in_eval_mode(cls, mode, factor, options):
     small, grown = GROW[cls]
     model, x = trained_like(cls, small), inputs()
-    new, step = grow(model, grown, mode, gen(5), variance_factor=factor, **options)
+    new, step = grow_(model, grown, mode, gen(5), variance_factor=factor, **options)
     with torch.no_grad():
         before, after = model(x), new(x)
     assert before.abs().max() > 0.1  # a non-trivial output, so the tolerance below means something
@@ -137,7 +176,7 @@ def test_grow_preserves_the_function_in_eval_mode(cls, mode, factor, options):
 @pytest.mark.parametrize("mode,factor", VARIANTS)
 def test_grow_preserves_the_function_in_train_mode(mode, factor, options):
     model = trained_like(ResNet20, (4, 8, 16))
-    new, _ = grow(model, (6, 10, 20), mode, gen(5), variance_factor=factor, **options)
+    new, _ = grow_(model, (6, 10, 20), mode, gen(5), variance_factor=factor, **options)
     model.train(), new.train()
     with torch.no_grad():  # batch statistics: rescaled pre-activations are normalised away (up to BN's eps)
         assert (model(inputs()) - new(inputs())).abs().max() < 1e-4
@@ -145,7 +184,7 @@ def test_grow_preserves_the_function_in_train_mode(mode, factor, options):
 
 def test_net2net_copies_units_and_allows_odd_growth():
     model, x = trained_like(ResNet20, (4, 8, 16)), inputs()
-    new, step = grow(model, (5, 11, 16), "net2net", gen(2))
+    new, step = grow_(model, (5, 11, 16), "net2net", gen(2))
     with torch.no_grad():
         assert (model(x) - new(x)).abs().max() < 1e-5
     stem_old, stem_new = model.stem.weight, new.stem.weight
@@ -155,14 +194,14 @@ def test_net2net_copies_units_and_allows_odd_growth():
     conv1_old, conv1_new = model.stages[0][0].conv1.weight, new.stages[0][0].conv1.weight
     assert torch.allclose(conv1_new[:4, j] + conv1_new[:4, 4], conv1_old[:, j], atol=1e-7)
     with pytest.raises(ValueError, match="pairs"):
-        grow(model, (5, 11, 16), "random", gen(2))
+        grow_(model, (5, 11, 16), "random", gen(2))
 
 
 def test_net2net_noise_breaks_the_copies_symmetry_and_keeps_the_function():
     model, x = trained_like(ResNet20, (4, 8, 16)), inputs()
     gradients = {}
     for noise in (0.0, 0.2):
-        new, step = grow(model, (6, 8, 16), "net2net", gen(2), net2net_noise=noise)
+        new, step = grow_(model, (6, 8, 16), "net2net", gen(2), net2net_noise=noise)
         with torch.no_grad():
             assert (model(x) - new(x)).abs().max() < 1e-5
         # stem units 4 and 5 copy old units; a source j with a copy: shares of its consumer column sum to 1
@@ -180,23 +219,23 @@ def test_net2net_noise_breaks_the_copies_symmetry_and_keeps_the_function():
     a, b = gradients[0.2]
     assert abs(float(torch.nn.functional.cosine_similarity(a, b, dim=0))) < 0.999  # not even parallel
     with pytest.raises(ValueError, match="net2net_noise"):
-        grow(model, (6, 8, 16), "net2net", gen(2), net2net_noise=-0.1)
+        grow_(model, (6, 8, 16), "net2net", gen(2), net2net_noise=-0.1)
 
 
 def test_init_fan_out_draws_new_conv_units_at_the_fan_out():
     model = trained_like(ResNet20, (4, 8, 16))
-    fan_in, _ = grow(model, (6, 8, 16), "random", gen(3))
-    fan_out, _ = grow(model, (6, 8, 16), "random", gen(3), init_fan="out")
+    fan_in, _ = grow_(model, (6, 8, 16), "random", gen(3), init_fan="in")
+    fan_out, _ = grow_(model, (6, 8, 16), "random", gen(3), init_fan="out")
     # the same draws, std sqrt(2 / (9 * 3)) vs sqrt(2 / (9 * 6)): the stem's fan-in is 3 channels, fan-out 6
     assert torch.allclose(fan_out.stem.weight[4:], fan_in.stem.weight[4:] * math.sqrt(3 / 6))
     assert torch.equal(fan_out.head.weight, fan_in.head.weight)  # the head keeps PyTorch's fan-in law
     with pytest.raises(ValueError, match="init_fan"):
-        grow(model, (6, 8, 16), "random", gen(3), init_fan="avg")
+        grow_(model, (6, 8, 16), "random", gen(3), init_fan="avg")
 
 
 def test_pairs_have_equal_incoming_and_opposite_outgoing_weights():
     model = trained_like(ResNet20, (4, 8, 16))
-    new, _ = grow(model, (6, 8, 16), "random", gen(3))
+    new, _ = grow_(model, (6, 8, 16), "random", gen(3))
     stem, conv1 = new.stem.weight, new.stages[0][0].conv1.weight
     assert torch.equal(stem[4], stem[5]) and not torch.equal(stem[4], stem[0])
     assert torch.equal(conv1[:, 4], -conv1[:, 5]) and conv1[:, 4].abs().sum() > 0
@@ -205,7 +244,7 @@ def test_pairs_have_equal_incoming_and_opposite_outgoing_weights():
 
 def test_variance_transfer_rescales_old_weights_and_running_stats():
     model = trained_like(VGG11, GROW[VGG11][0])
-    new, step = grow(model, GROW[VGG11][1], "variance_transfer", gen(4), variance_factor="sqrt")
+    new, step = grow_(model, GROW[VGG11][1], "variance_transfer", gen(4), variance_factor="sqrt")
     s = math.sqrt(4 / 6)  # convs.1 fan-in grows 4 -> 6
     old_conv, new_conv = model.convs[1], new.convs[1]
     assert torch.allclose(new_conv.weight[:8, :4], s * old_conv.weight)
@@ -217,9 +256,9 @@ def test_variance_transfer_rescales_old_weights_and_running_stats():
 
 def test_grow_is_deterministic_given_the_generator():
     model = trained_like(ResNet18, GROW[ResNet18][0])
-    a, _ = grow(model, GROW[ResNet18][1], "variance_transfer", gen(9))
-    b, _ = grow(model, GROW[ResNet18][1], "variance_transfer", gen(9))
-    c, _ = grow(model, GROW[ResNet18][1], "variance_transfer", gen(10))
+    a, _ = grow_(model, GROW[ResNet18][1], "variance_transfer", gen(9))
+    b, _ = grow_(model, GROW[ResNet18][1], "variance_transfer", gen(9))
+    c, _ = grow_(model, GROW[ResNet18][1], "variance_transfer", gen(10))
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
@@ -228,14 +267,14 @@ def test_grow_is_deterministic_given_the_generator():
 @pytest.mark.parametrize("mode,options", [("variance_transfer", {}), ("variance_transfer", {"init_fan": "out"}),
                                           ("net2net", {"net2net_noise": 0.3})])
 def test_whole_schedule_keeps_the_function_and_matches_fresh_parameter_counts(mode, options):
-    schedule = GrowthSchedule((16, 32, 64), total_epochs=90)
+    schedule = GrowthSchedule((16, 32, 64), total_epochs=90, **PAPER_SCHEDULE)
     widths = schedule.stage_widths()
     model, x = trained_like(ResNet20, widths[0]), inputs(n=4)
     with torch.no_grad():
         reference = model(x)
     masks = initial_stage_masks(model)
     for stage, w in enumerate(widths[1:], start=1):
-        model, step = grow(model, w, mode, gen(stage), base_widths=widths[0], **options)
+        model, step = grow_(model, w, mode, gen(stage), base_widths=widths[0], **options)
         masks = extend_stage_masks(masks, model, step, stage)
         with torch.no_grad():
             assert (model(x) - reference).abs().max() < 1e-5
@@ -264,7 +303,7 @@ def test_sgd_momentum_is_carried_for_old_entries_and_zero_for_new(rescale):
     train_steps(model, optimizer)
     scheduler.step()
     old = {n: optimizer.state[p]["momentum_buffer"].clone() for n, p in model.named_parameters()}
-    new, step = grow(model, (6, 10, 20), "variance_transfer", gen(1))
+    new, step = grow_(model, (6, 10, 20), "variance_transfer", gen(1))
     assert carry_optimizer_state(optimizer, model, new, step, rescale_state=rescale) is optimizer
     assert [id(p) for p in optimizer.param_groups[0]["params"]] == [id(p) for p in new.parameters()]
     for name, q in new.named_parameters():
@@ -287,8 +326,8 @@ def test_adam_moments_carry_with_squared_scale_for_second_moments():
     name = "convs.2.weight"
     p = dict(model.named_parameters())[name]
     m, v = optimizer.state[p]["exp_avg"].clone(), optimizer.state[p]["exp_avg_sq"].clone()
-    new, step = grow(model, GROW[VGG11][1], "variance_transfer", gen(1))
-    carry_optimizer_state(optimizer, model, new, step)
+    new, step = grow_(model, GROW[VGG11][1], "variance_transfer", gen(1))
+    carry_optimizer_state(optimizer, model, new, step, rescale_state=True)
     q, s = dict(new.named_parameters())[name], step.old_scale[name]
     block = old_block(p.shape)
     assert s < 1 and float(optimizer.state[q]["step"]) == 2
@@ -302,39 +341,40 @@ def test_adam_moments_carry_with_squared_scale_for_second_moments():
 def test_stage_masks_and_lr_multipliers_match_hand_computed_norm_ratios():
     model = trained_like(ResNet20, (4, 8, 16))
     masks = initial_stage_masks(model)
-    model, step = grow(model, (6, 10, 20), "variance_transfer", gen(1))
+    model, step = grow_(model, (6, 10, 20), "variance_transfer", gen(1))
     masks = extend_stage_masks(masks, model, step, 1)
-    model, step = grow(model, (8, 12, 24), "variance_transfer", gen(2))
+    model, step = grow_(model, (8, 12, 24), "variance_transfer", gen(2))
     masks = extend_stage_masks(masks, model, step, 2)
     head = masks["head.weight"]
     assert (head[:, :16] == 0).all() and (head[:, 16:20] == 1).all() and (head[:, 20:] == 2).all()
     params = dict(model.named_parameters())
     weights = [n for n, p in params.items() if p.dim() >= 2]
     norm = lambda k: math.sqrt(sum(float((params[n].detach()[masks[n] == k] ** 2).sum()) for n in weights))
-    multipliers = lr_multipliers(model, masks)
+    multipliers = lr_multipliers(model, masks, scope="global", include_head=True)  # the norms below include the head
     for k in (1, 2):
         expected = norm(k) / norm(0)
         assert multipliers["head.weight"][0, 16 if k == 1 else 20].item() == pytest.approx(expected, rel=1e-5)
         assert multipliers["stem_bn.weight"][-1].item() == pytest.approx(norm(2) / norm(0), rel=1e-5)
     assert (multipliers["head.weight"][:, :16] == 1).all()
-    layer = lr_multipliers(model, masks, scope="layer")["head.weight"]
+    layer = lr_multipliers(model, masks, scope="layer", include_head=True)["head.weight"]
     w, mk = params["head.weight"].detach(), masks["head.weight"]
     assert layer[0, 20].item() == pytest.approx(float(w[mk == 2].norm() / w[mk == 0].norm()), rel=1e-5)
     with pytest.raises(ValueError, match="scope"):
-        lr_multipliers(model, masks, scope="unit")
+        lr_multipliers(model, masks, scope="unit", include_head=True)
 
 
 def test_stage_multipliers_report_every_stage():
     model = trained_like(ResNet20, (4, 8, 16))
     masks = initial_stage_masks(model)
     for stage, widths in enumerate([(6, 10, 20), (8, 12, 24)], start=1):
-        model, step = grow(model, widths, "variance_transfer", gen(stage))
+        model, step = grow_(model, widths, "variance_transfer", gen(stage))
         masks = extend_stage_masks(masks, model, step, stage)
-    multipliers = lr_multipliers(model, masks)
+    multipliers = lr_multipliers(model, masks, scope="global", include_head=True)
     head = multipliers["head.weight"][0]
-    assert stage_multipliers(model, masks, multipliers) == pytest.approx([1.0, float(head[16]), float(head[20])])
+    assert stage_multipliers(model, masks, multipliers, include_head=True) == pytest.approx(
+        [1.0, float(head[16]), float(head[20])])
     assert float(head[16]) != float(head[20])  # two stages, two different multipliers
-    assert stage_multipliers(model, masks, {}) == [1.0, 1.0, 1.0]
+    assert stage_multipliers(model, masks, {}, include_head=True) == [1.0, 1.0, 1.0]
 
 
 def test_vt_lr_compensation_is_s_squared_on_rescaled_entries_cumulative_over_growths():
@@ -342,7 +382,7 @@ def test_vt_lr_compensation_is_s_squared_on_rescaled_entries_cumulative_over_gro
     factors = {}
     mid, steps = model, []
     for widths in [(6, 10, 20), (8, 12, 24)]:
-        mid, step = grow(mid, widths, "variance_transfer", gen(1), base_widths=(4, 8, 16))
+        mid, step = grow_(mid, widths, "variance_transfer", gen(1), variance_factor="linear", base_widths=(4, 8, 16))
         factors = extend_lr_compensation(factors, mid, step)
         steps.append(step)
     name = "stages.1.1.conv1.weight"  # fan-in 8 -> 10 -> 12: s = 8/10, then 10/12
@@ -352,7 +392,7 @@ def test_vt_lr_compensation_is_s_squared_on_rescaled_entries_cumulative_over_gro
     assert torch.allclose(f[:10, 8:10], torch.full_like(f[:10, 8:10], (10 / 12) ** 2))  # born at growth 1
     assert (f[:, 10:] == 1).all() and (f[10:] == 1).all()  # born at growth 2: not rescaled
     assert "head.weight" not in factors and "stem.weight" not in factors  # never rescaled
-    _, plain = grow(model, (6, 10, 20), "random", gen(1))
+    _, plain = grow_(model, (6, 10, 20), "random", gen(1))
     assert plain.bn_scale == {} and extend_lr_compensation({}, mid, plain) == {}
 
 
@@ -426,7 +466,7 @@ def test_schedule_flops_match_a_hand_count():
 
 
 def test_resnet20_schedule_costs_a_fraction_of_full_width():
-    schedule = GrowthSchedule((16, 32, 64), total_epochs=160)
+    schedule = GrowthSchedule((16, 32, 64), total_epochs=160, **PAPER_SCHEDULE)
     out = schedule_flops(lambda w: build_model("resnet20", 10, w, generator=gen(0)), schedule.stage_widths(),
                          schedule.stage_epochs(), samples_per_epoch=50_000)
     assert out["stage_forward_flops"][-1] == out["full_width_total"] // (3 * 160 * 50_000)
@@ -437,15 +477,20 @@ def test_resnet20_schedule_costs_a_fraction_of_full_width():
 def test_lr_multipliers_leave_out_parameters_without_grown_entries():
     model = trained_like(ResNet20, (4, 8, 16))
     masks = initial_stage_masks(model)
-    assert lr_multipliers(model, masks) == {}  # nothing grown yet: plain steps
-    model, step = grow(model, (4, 10, 20), "random", gen(1))  # stage 0's stream (4 wide) does not grow
-    multipliers = lr_multipliers(model, extend_stage_masks(masks, model, step, 1))
+    assert multipliers_of(model, masks) == {}  # nothing grown yet: plain steps
+    model, step = grow_(model, (4, 10, 20), "random", gen(1))  # stage 0's stream (4 wide) does not grow
+    masks = extend_stage_masks(masks, model, step, 1)
+    multipliers = lr_multipliers(model, masks, scope="global", include_head=True)
     assert "stem.weight" not in multipliers and "head.weight" in multipliers
+    without_head = lr_multipliers(model, masks, scope="global", include_head=False)  # the head keeps multiplier 1
+    assert "head.weight" not in without_head and "head.bias" not in without_head
+    assert without_head.keys() == multipliers.keys() - {"head.weight", "head.bias"}
 
 
 def test_a_short_growth_run_wires_every_piece_together():
     """The loop experiment 3 runs: grow at the scheduled epochs, carry the optimizer, adapt the LRs."""
-    schedule = GrowthSchedule((8, 16, 32), total_epochs=4, num_growths=3, stage_length_ratio=1.0)
+    schedule = GrowthSchedule((8, 16, 32), total_epochs=4, num_growths=3, start_fraction=0.25, growth_ratio=None,
+                              stage_length_ratio=1.0)
     widths = schedule.stage_widths()
     model = build_model("resnet20", 10, widths[0], generator=gen(0))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -454,10 +499,10 @@ def test_a_short_growth_run_wires_every_piece_together():
     for epoch in range(schedule.total_epochs):
         stage = schedule.stage_at(epoch)
         if model.widths != widths[stage]:
-            new, step = grow(model, widths[stage], "variance_transfer", gen(100 + stage), base_widths=widths[0])
-            carry_optimizer_state(optimizer, model, new, step)
+            new, step = grow_(model, widths[stage], "variance_transfer", gen(100 + stage), base_widths=widths[0])
+            carry_optimizer_state(optimizer, model, new, step, rescale_state=method().rescale_state)
             model, masks = new, extend_stage_masks(masks, new, step, stage)
-        multipliers = lr_multipliers(model, masks)
+        multipliers = multipliers_of(model, masks)
         model.train()
         for _ in range(2):
             loss = nn.functional.cross_entropy(model(torch.randn(8, 3, 32, 32, generator=data)),

@@ -1,5 +1,7 @@
 """Experiment 3 (growing networks) end to end on tiny generated images: the grid, run files with widths and stages,
-parameter counts per epoch, FLOPs, the optimizer across a growth, and kill-then-rerun bit-identity across growths."""
+parameter counts per epoch, FLOPs, the optimizer across a growth, and kill-then-rerun bit-identity across growths.
+
+The images are written here into a temporary folder per dataset, which every job is given as its --data."""
 from __future__ import annotations
 
 import csv
@@ -12,19 +14,20 @@ import torch
 
 from pipeline import config
 from pipeline.data.fetch import DataError
-from pipeline.experiments import growth
-from pipeline.methods.growth import GrowthSchedule
-from pipeline.models.flops import schedule_flops
+from pipeline.experiments.growth import train as growth
+from pipeline.experiments.growth.schedule import GrowthSchedule
 from pipeline.models import build_model
-from pipeline.models.flops import conv_linear_flops
+from pipeline.models.flops import conv_linear_flops, schedule_flops
 from pipeline.train import engine
+from pipeline.train.jobs import Inputs, Job
 
 MODES = ["fixed_full", "fixed_small", "grow_random", "grow_vt", "grow_vt_lr", "net2net"]
 CLASSES = {"cifar10": 10, "cifar100": 12}  # a small "cifar100" keeps the test fast; the code reads the count
 TIMING = {"train_seconds", "seconds_to_target"}
+CPU = torch.device("cpu")
 
 
-def write_images(root, classes, train_per_class=6, test_per_class=2, seed=0):
+def write_images(root, dataset, classes, train_per_class=6, test_per_class=2, seed=0, synthetic=True):
     """Prepared-format images: class c = a bright horizontal band at row 2c (mod 32) plus noise."""
     g = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -34,24 +37,44 @@ def write_images(root, classes, train_per_class=6, test_per_class=2, seed=0):
         for i, c in enumerate(y):
             x[i, (2 * c) % 32:(2 * c) % 32 + 3] += 90
         np.savez(root / f"{split}.npz", x=np.clip(x, 0, 255).astype(np.uint8), y=y)
-    (root / "meta.json").write_text(json.dumps({"classes": [f"c{i}" for i in range(classes)], "synthetic": True}))
+    write_meta(root, dataset, classes, synthetic)
+
+
+def write_meta(root, dataset, classes, synthetic):
+    (root / "meta.json").write_text(json.dumps({"dataset": dataset, "kind": dataset, "synthetic": synthetic,
+                                                "classes": [f"c{i}" for i in range(classes)]}))
+
+
+def prepared(tmp_path, dataset):
+    return tmp_path / "data" / "prepared" / dataset
 
 
 @pytest.fixture
 def params(raw_params, tmp_path):
-    """The smoke profile pointed at tiny data in tmp, 4 steps of 16 per epoch, test accuracy every epoch."""
-    raw_params["data"]["root"] = str(tmp_path / "data")
+    """The smoke profile with tiny data in tmp, 4 steps of 16 per epoch, test accuracy every epoch."""
     for ds, k in CLASSES.items():
-        write_images(tmp_path / "data" / "prepared" / ds, k)
+        write_images(prepared(tmp_path, ds), ds, k)
     smoke = raw_params["growth"]["profiles"]["smoke"]
     smoke["train"].update({"epochs": 4, "batch_size": 16, "samples_per_epoch": 64, "eval_every": 1})
     smoke["schedule"]["num_growths"] = 3
     return config.validate(raw_params, "smoke")
 
 
+def job(params, tmp_path, variant, seed=0, name="runs", inputs=None):
+    """A job of the variant given both tiny datasets as --data (keys read from their meta.json)."""
+    if inputs is None:
+        inputs = Inputs.from_paths(data=[prepared(tmp_path, ds) for ds in CLASSES])
+    return Job(params, "growth", variant, seed, inputs, tmp_path / name / variant / f"seed{seed}",
+               tmp_path / f"{name}_ckpt", CPU)
+
+
 def run(params, tmp_path, variant, seed=0, name="runs"):
-    return growth.train(params, variant, seed, tmp_path / name / variant / f"seed{seed}", tmp_path / f"{name}_ckpt",
-                        torch.device("cpu"))
+    return growth.train(job(params, tmp_path, variant, seed, name))
+
+
+def growing(cfg, seed=0, steps=4, method_seed=0):
+    """A Growing at stage 0 for 10 classes, `steps` iterations per epoch, on the CPU."""
+    return growth.Growing(cfg, growth.plan_for(cfg), 10, steps, CPU, seed, torch.Generator().manual_seed(method_seed))
 
 
 def history(tmp_path, variant, seed=0, name="runs"):
@@ -61,26 +84,35 @@ def history(tmp_path, variant, seed=0, name="runs"):
 
 # ---------------------------------------------------------------------------------------------- the grid
 def test_grid_is_every_mode_on_every_dataset_with_its_identity(params, raw_params):
-    section = params.growth
-    assert section.variant_names() == [f"{m}-{d}" for m in MODES for d in ("cifar10", "cifar100")]
-    assert growth.describe(section, "grow_vt_lr-cifar100") == {"method": "grow_vt_lr", "dataset": "cifar100",
-                                                               "subset": None}
-    assert section.variant_datasets("net2net-cifar10") == ["cifar10"]
-    fixed, method = section.resolve("fixed_full-cifar10"), section.resolve("grow_vt_lr-cifar100")
-    assert fixed.schedule is None and fixed.method is None and fixed.model == "resnet20"
+    variants = params.variants("growth")
+    assert variants == [f"{m}-{d}" for m in MODES for d in ("cifar10", "cifar100")]
+    assert params.describe("growth", "grow_vt_lr-cifar100") == {"method": "grow_vt_lr", "dataset": "cifar100",
+                                                                "subset": None}
+    assert params.data_of("growth", "net2net-cifar10") == [("cifar10", None)]
+    fixed, method = params.settings("growth", "fixed_full-cifar10"), params.settings("growth", "grow_vt_lr-cifar100")
+    assert (fixed.model, fixed.growth, fixed.width, fixed.lr_adaptation) == ("resnet20", "none", "full", False)
     assert method.model == "resnet18" and method.lr_adaptation and method.target.value == 0.1
-    with pytest.raises(ValueError, match="grown-cifar10"):
-        section.split("grown-cifar10")
+    # what a run depends on: a fixed full-width network neither on the schedule nor on the method, a fixed small
+    # one on the schedule (its stage-0 widths) only, a growing one on both
+    keys = lambda v: set(params.identity("growth", v))
+    assert not {"schedule", "method"} & keys("fixed_full-cifar10")
+    assert "schedule" in keys("fixed_small-cifar10") and "method" not in keys("fixed_small-cifar10")
+    assert {"schedule", "method"} <= keys("grow_vt-cifar10")
+    with pytest.raises(config.ConfigError, match="grown-cifar10"):
+        params.settings("growth", "grown-cifar10")
     for p in ("quick", "paper"):  # the grid is the same in every profile
-        assert config.validate(raw_params, p).variants("growth") == section.variant_names()
+        assert config.validate(raw_params, p).variants("growth") == variants
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda g: g["modes"]["fixed_full"].update(lr_adaptation=True), "lr_adaptation needs a growing network"),
-    (lambda g: g["modes"].update({"grow-x": {"growth": "random"}}), "may not contain '-'"),
+    (lambda g: g["grid"]["axes"]["mode"]["fixed_full"].update(lr_adaptation=True),
+     "lr_adaptation needs a growing network"),
+    (lambda g: g["grid"]["axes"]["mode"]["grow_vt"].update(width="start"), "width applies to fixed networks only"),
     (lambda g: g["profiles"]["smoke"]["train"].update(epochs=3), "cannot hold schedule.num_growths"),
-    (lambda g: g["profiles"]["smoke"]["datasets"]["cifar10"].update(full_widths=[8, 16]), "3 width groups"),
-    (lambda g: g["schedule"].update(growth_ratio=1.2), "not both"),
+    (lambda g: g["profiles"]["smoke"]["grid"]["axes"]["dataset"]["cifar10"].update(full_widths=[8, 16]),
+     "3 width groups"),
+    (lambda g: g["schedule"].update(growth_ratio=1.2), "give one of start_fraction and growth_ratio"),
+    (lambda g: g["schedule"].update(start_fraction=None), "give one of start_fraction and growth_ratio"),
 ])
 def test_bad_growth_settings_fail_with_one_line(raw_params, edit, message):
     edit(raw_params["growth"])
@@ -93,9 +125,9 @@ def test_bad_growth_settings_fail_with_one_line(raw_params, edit, message):
 @pytest.mark.parametrize("variant", [f"{m}-cifar10" for m in MODES] + ["fixed_full-cifar100", "grow_vt_lr-cifar100"])
 def test_variant_trains_and_records_widths_parameters_and_flops(params, tmp_path, variant):
     metrics = run(params, tmp_path, variant)
-    cfg, rows = params.growth.resolve(variant), history(tmp_path, variant)
-    plan, k = growth.plan_for(cfg), CLASSES[cfg.dataset]
-    assert metrics["method"] == cfg.mode and metrics["dataset"] == cfg.dataset and metrics["subset"] is None
+    cfg, rows = params.settings("growth", variant), history(tmp_path, variant)
+    plan, k, mode = growth.plan_for(cfg), CLASSES[cfg.dataset], variant.split("-")[0]
+    assert metrics["method"] == mode and metrics["dataset"] == cfg.dataset and metrics["subset"] is None
     assert metrics["epochs"] == 4 and not metrics["diverged"] and len(rows) == 4
     assert 0 <= metrics["final"] <= 1 and metrics["target"]["value"] == cfg.target.value
     grows = cfg.growth != "none"
@@ -113,13 +145,14 @@ def test_variant_trains_and_records_widths_parameters_and_flops(params, tmp_path
     extra = metrics["extra"]
     assert extra["full_width_train_flops"] == 4 * full_flops
     assert extra["final_widths"] == list(plan.stage_widths[-1]) and extra["growth_epochs"] == plan.growth_epochs
-    if cfg.mode == "fixed_full":
+    if mode == "fixed_full":
         assert extra["flops_fraction"] == 1.0 and extra["final_widths"] == cfg.full_widths
     else:  # grown or small: fewer FLOPs, and for growth exactly what the method's schedule arithmetic predicts
         assert extra["flops_fraction"] < 1.0
     if grows:
         assert [int(r["stage"]) for r in rows] == [0, 1, 2, 3] and extra["final_widths"] == cfg.full_widths
-        s = GrowthSchedule(tuple(cfg.full_widths), 4, 3)
+        c = cfg.schedule
+        s = GrowthSchedule(tuple(cfg.full_widths), 4, 3, c.start_fraction, c.growth_ratio, c.stage_length_ratio)
         planned = schedule_flops(lambda w: build_model(cfg.model, k, w), s.stage_widths(), s.stage_epochs(), 64)
         assert extra["flops_fraction"] == pytest.approx(planned["fraction"], rel=1e-12)
         assert float(rows[0]["width"]) < float(rows[1]["width"]) < float(rows[2]["width"]) < float(rows[3]["width"]) == 1
@@ -140,9 +173,11 @@ def test_lr_adaptation_gives_new_units_their_own_multiplier(params, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- the optimizer
 def test_optimizer_and_schedule_continue_across_a_growth(params):
-    cfg = params.growth.resolve("grow_vt_lr-cifar10")
+    cfg = params.settings("growth", "grow_vt_lr-cifar10")
+    train = cfg.train.model_copy(update={"momentum": 0.8, "weight_decay": 1e-3, "eta_min": 0.01})  # not params.yaml's
+    cfg = cfg.model_copy(update={"train": train})
     plan, steps = growth.plan_for(cfg), 4
-    g = growth.Growing(cfg, plan, 10, steps, torch.device("cpu"), seed=0)
+    g = growing(cfg, steps=steps)
     optimizer, scheduler, x = g.optimizer, g.scheduler, torch.randn(8, 3, 32, 32)
     y = torch.arange(8) % 10
 
@@ -161,7 +196,7 @@ def test_optimizer_and_schedule_continue_across_a_growth(params):
     assert g.model.widths == plan.stage_widths[1] and g.stage == 1
     (group,) = optimizer.param_groups  # one group holding exactly the grown model's parameters, in order
     assert [id(p) for p in group["params"]] == [id(p) for p in g.model.parameters()]
-    assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.9, 0.0005, False)
+    assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.8, 1e-3, False)  # the settings' own
     old_weights = dict(old_model.named_parameters())
     for name, p in g.model.named_parameters():  # new entries start with zero momentum, old ones are carried
         buf, old = optimizer.state[p]["momentum_buffer"], old_buffers[name]
@@ -173,7 +208,8 @@ def test_optimizer_and_schedule_continue_across_a_growth(params):
         assert torch.allclose(buf[block] * old_weights[name].detach(), old * p.detach()[block], atol=1e-7)
     train_steps(5)
     total = steps * cfg.train.epochs  # the cosine schedule over the whole budget, per step, across the growth
-    assert group["lr"] == pytest.approx(0.5 * cfg.train.lr * (1 + math.cos(math.pi * 8 / total)), rel=1e-9)
+    lr, eta_min = cfg.train.lr, cfg.train.eta_min
+    assert group["lr"] == pytest.approx(eta_min + 0.5 * (lr - eta_min) * (1 + math.cos(math.pi * 8 / total)), rel=1e-9)
     g.update_multipliers()  # new entries: a multiplier of their own; stage-0 entries: 1
     s0, s1, *ahead = g.stage_multipliers()
     assert g.multipliers and s0 == 1.0 and s1 != 1.0 and ahead == [None] * (len(plan.stage_widths) - 2)
@@ -188,7 +224,7 @@ def with_method(cfg, **changes):
 
 def grown(cfg, stage=1, steps=2, seed=0):
     """A Growing trained `steps` SGD steps at stage 0, then grown to `stage` (multipliers updated)."""
-    g = growth.Growing(cfg, growth.plan_for(cfg), 10, 4, torch.device("cpu"), seed=seed)
+    g = growing(cfg, seed=seed)
     x, y = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3)), torch.arange(8) % 10
     for _ in range(steps):
         g.zero_grad()
@@ -214,14 +250,14 @@ def test_every_stage_multiplier_is_recorded_per_epoch(params, tmp_path):
     last = history(tmp_path, "grow_vt_lr-cifar10")[-1]
     assert len({last[f"lr_multiplier_s{k}"] for k in (1, 2, 3)}) == 3  # three growth stages, three multipliers
     # the same numbers as the trained network's own multiplier tensors (here: a fresh Growing at stage 3)
-    cfg = params.growth.resolve("grow_vt_lr-cifar10")
+    cfg = params.settings("growth", "grow_vt_lr-cifar10")
     g = grown(cfg, stage=3)
     head, mask = g.multipliers["head.weight"], g.masks["head.weight"]
     assert g.stage_multipliers() == pytest.approx([float(head[mask == k][0]) for k in range(4)])
 
 
 def test_vt_lr_compensation_multiplies_the_rescaled_weights_lr_by_s_squared(params):
-    cfg = params.growth.resolve("grow_vt-cifar10")
+    cfg = params.settings("growth", "grow_vt-cifar10")
     plain, compensated = grown(cfg), grown(with_method(cfg, vt_compensate_lr=True))
     assert plain.multipliers == {} and plain.compensation == {}  # off: plain steps, no factor anywhere
     name = "stages.1.0.conv1.weight"  # reads stage 0's stream: fan-in 2 -> 4 at the first growth (smoke widths)
@@ -241,12 +277,12 @@ def test_vt_lr_compensation_multiplies_the_rescaled_weights_lr_by_s_squared(para
     assert delta["p"][old].abs().max() > 0
     assert torch.allclose(delta["c"][old], s * s * delta["p"][old], rtol=1e-4, atol=1e-7)  # float32 lerp
     assert torch.allclose(delta["c"][new], delta["p"][new], rtol=1e-4, atol=1e-7)
-    both = grown(with_method(params.growth.resolve("grow_vt_lr-cifar10"), vt_compensate_lr=True))
+    both = grown(with_method(params.settings("growth", "grow_vt_lr-cifar10"), vt_compensate_lr=True))
     assert torch.allclose(both.multipliers[name], both.adapted[name] * both.compensation[name])  # LR adaptation x s^2
 
 
 def test_lr_recompute_and_head_options(params):
-    cfg = params.growth.resolve("grow_vt_lr-cifar10")
+    cfg = params.settings("growth", "grow_vt_lr-cifar10")
     for every, expect_change in (("epoch", True), ("growth", False)):
         g = grown(with_method(cfg, lr_recompute=every))
         at_growth = {n: m.clone() for n, m in g.multipliers.items()}
@@ -264,11 +300,11 @@ def test_lr_recompute_and_head_options(params):
 @pytest.mark.parametrize("variant,changes", [("net2net-cifar10", {"net2net_noise": 0.1}),
                                              ("grow_vt_lr-cifar10", {"vt_compensate_lr": True})])
 def test_growing_state_round_trips_at_a_later_stage(params, variant, changes):
-    cfg = with_method(params.growth.resolve(variant), **changes)
+    cfg = with_method(params.settings("growth", variant), **changes)
     plan = growth.plan_for(cfg)
-    a = growth.Growing(cfg, plan, 10, 4, torch.device("cpu"), seed=0)
-    a.start_epoch(2, torch.Generator().manual_seed(1))
-    b = growth.Growing(cfg, plan, 10, 4, torch.device("cpu"), seed=5)  # stage 0, other weights
+    a = growing(cfg, seed=0, method_seed=1)
+    a.start_epoch(2, a.method_gen)
+    b = growing(cfg, seed=5, method_seed=7)  # stage 0, other weights, another growth stream
     b.load_state_dict(a.state_dict())
     assert b.stage == 2 and b.model.widths == plan.stage_widths[2]
     sa, sb = a.model.state_dict(), b.model.state_dict()
@@ -276,6 +312,7 @@ def test_growing_state_round_trips_at_a_later_stage(params, variant, changes):
     assert b.scheduler.optimizer is b.optimizer and b.scheduler.last_epoch == a.scheduler.last_epoch
     assert a.multipliers.keys() == b.multipliers.keys()  # the multipliers in use come back, compensation included
     assert all(torch.equal(a.multipliers[n], b.multipliers[n]) for n in a.multipliers)
+    assert torch.equal(b.method_gen.get_state(), a.method_gen.get_state())  # the next growth draws the same
 
 
 # ---------------------------------------------------------------------------------------------- resume
@@ -301,7 +338,16 @@ def test_killed_run_resumes_bit_identical_across_growths(params, tmp_path, monke
 
 
 def test_real_data_is_refused_in_the_smoke_profile(params, tmp_path):
-    meta = tmp_path / "data" / "prepared" / "cifar10" / "meta.json"
-    meta.write_text(json.dumps({"classes": [f"c{i}" for i in range(10)], "synthetic": False}))
+    write_meta(prepared(tmp_path, "cifar10"), "cifar10", 10, synthetic=False)
     with pytest.raises(DataError, match="holds real data"):
         run(params, tmp_path, "grow_vt-cifar10")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "runs_ckpt").exists()
+
+
+def test_a_job_reads_only_the_data_it_is_given(params, tmp_path):
+    """Only cifar100 given: a cifar10 variant fails with one line naming the missing --data, before any run file."""
+    inputs = Inputs.from_paths(data=[prepared(tmp_path, "cifar100")])
+    assert inputs.data == {"cifar100": prepared(tmp_path, "cifar100")}  # the key is the folder's meta.json dataset
+    with pytest.raises(DataError, match="growth/grow_vt-cifar10: no --data for dataset 'cifar10'") as err:
+        growth.train(job(params, tmp_path, "grow_vt-cifar10", inputs=inputs))
+    assert "\n" not in str(err.value) and not (tmp_path / "runs").exists()

@@ -3,14 +3,31 @@ ill-conditioned least-squares problem; conv factors have the KFC shapes; statist
 from __future__ import annotations
 
 import copy
+import functools
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline import config
 from pipeline.methods.kfac import KFAC
 from pipeline.seeding import derive_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def experiment_settings() -> dict:
+    """K-FAC's settings in experiment 4: params.yaml's optimizers.optimizer_options.kfac (momentum, damping,
+    stat_decay, inv_every, stats_every, kl_clip, fisher); KFAC has no defaults of its own."""
+    return config.load(ROOT / "params.yaml").settings("optimizers", "kfac").optimizer_options.kfac.model_dump()
+
+
+def kfac(model: nn.Module, lr: float, **settings) -> KFAC:
+    """KFAC over all of `model` with the experiment's settings, no weight decay, and `settings` overriding them."""
+    return KFAC(model.parameters(), model=model, lr=lr, **{**experiment_settings(), "weight_decay": 0.0, **settings})
 
 
 class TinyCNN(nn.Module):
@@ -41,7 +58,7 @@ def test_linear_direction_equals_explicit_kronecker_inverse():
     layer = nn.Linear(4, 3).double()
     x, y = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randn(8, 3, generator=g, dtype=torch.float64)
     damping = 0.05
-    opt = KFAC(layer.parameters(), model=layer, lr=1.0, momentum=0.0, damping=damping, kl_clip=None)
+    opt = kfac(layer, lr=1.0, momentum=0.0, damping=damping, kl_clip=None, fisher="empirical")
     before = torch.cat([layer.weight.detach(), layer.bias.detach()[:, None]], 1).clone()
 
     out = layer(x)
@@ -96,16 +113,18 @@ def test_kfac_needs_fewer_steps_than_tuned_sgd_on_ill_conditioned_least_squares(
     budget = 200  # the best SGD lr below (2.8) needs 162 steps, the best K-FAC lr 21
     sgd = min(_steps_to_threshold(lambda m, lr=lr: torch.optim.SGD(m.parameters(), lr=lr), threshold, budget)
               for lr in (0.3, 1.0, 2.0, 2.8))  # SGD's stability limit 2/L is 2.88 here
-    kfac = min(_steps_to_threshold(lambda m, lr=lr: KFAC(m.parameters(), model=m, lr=lr, momentum=0.0, kl_clip=None),
-                                   threshold, budget) for lr in (0.1, 0.3))
+    # the experiment's damping, stat_decay, inv_every and stats_every; no momentum or clipping, as for SGD; the
+    # empirical Fisher, the one that makes sense for a squared loss (no logits to sample labels from)
+    steps = min(_steps_to_threshold(lambda m, lr=lr: kfac(m, lr=lr, momentum=0.0, kl_clip=None, fisher="empirical"),
+                                    threshold, budget) for lr in (0.1, 0.3))
     assert sgd < budget  # tuned SGD does get there, only slowly
-    assert kfac * 5 < sgd, (kfac, sgd)
+    assert steps * 5 < sgd, (steps, sgd)
 
 
 def test_conv_factor_shapes_and_a_step_reduces_the_loss():
     torch.manual_seed(0)
     model = TinyCNN()
-    opt = KFAC(model.parameters(), model=model, lr=0.05)
+    opt = kfac(model, lr=0.05)
     x, y = _images(0)
     loss0 = F.cross_entropy(model(x), y)
     opt.zero_grad()
@@ -129,7 +148,7 @@ def test_conv_factor_shapes_and_a_step_reduces_the_loss():
 def test_statistics_only_in_training_mode():
     torch.manual_seed(0)
     model = TinyCNN()
-    opt = KFAC(model.parameters(), model=model, lr=0.05)
+    opt = kfac(model, lr=0.05)
     x, y = _images(1)
     model.eval()
     F.cross_entropy(model(x), y).backward()  # an evaluation pass, even with autograd on
@@ -147,14 +166,14 @@ def test_state_dict_round_trip_continues_identically(fisher):
     def run(steps, resume_at=None, fisher=fisher):
         torch.manual_seed(0)
         model = TinyCNN()
-        opt = KFAC(model.parameters(), model=model, lr=0.05, inv_every=3, weight_decay=5e-4, fisher=fisher)
+        opt = kfac(model, lr=0.05, inv_every=3, weight_decay=5e-4, fisher=fisher)
         for step in range(steps):
             if step == resume_at:  # rebuild everything from a checkpoint, as the engine does after a kill
                 saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
                 opt.remove_hooks()
                 model = TinyCNN()
                 model.load_state_dict(saved_model)
-                opt = KFAC(model.parameters(), model=model, lr=0.05, inv_every=3, weight_decay=5e-4, fisher=fisher)
+                opt = kfac(model, lr=0.05, inv_every=3, weight_decay=5e-4, fisher=fisher)
                 opt.load_state_dict(saved_opt)
             x, y = _images(step)
             opt.zero_grad()
@@ -185,7 +204,7 @@ def test_sampled_fisher_takes_g_from_labels_drawn_from_the_model_and_leaves_grad
     seen = {}
     for fisher in ("empirical", "sampled"):
         model = copy.deepcopy(layer)
-        opt = KFAC(model.parameters(), model=model, lr=0.1, fisher=fisher, seed=7)
+        opt = kfac(model, lr=0.1, fisher=fisher, seed=7)
         F.cross_entropy(model(x), y).backward()
         seen[fisher] = (_batch_G(opt, model), model.weight.grad.clone(), model.bias.grad.clone())
     probs = torch.softmax(layer(x).detach(), dim=1)
@@ -209,7 +228,7 @@ def test_sampled_fisher_estimates_the_models_fisher_where_the_empirical_one_does
     for fisher in ("empirical", "sampled"):
         torch.manual_seed(1)
         model = nn.Linear(2, 3, bias=False)
-        opt = KFAC(model.parameters(), model=model, lr=0.1, fisher=fisher)
+        opt = kfac(model, lr=0.1, fisher=fisher)
         F.cross_entropy(model(x), y).backward()
         found[fisher] = _batch_G(opt, model)
     probs = torch.softmax(model(x).detach(), dim=1)
@@ -228,14 +247,25 @@ def test_sampled_fisher_needs_logits_as_the_model_output():
             return self.head(x), None
 
     model = TupleOut()
-    KFAC(model.parameters(), model=model, lr=0.1, fisher="sampled")
+    kfac(model, lr=0.1, fisher="sampled")
     with pytest.raises(ValueError, match="fisher='sampled' needs a model whose output is the logits"):
         model(torch.randn(4, 2))
 
 
-@pytest.mark.parametrize("bad", [dict(lr=0.0), dict(damping=0.0), dict(inv_every=0), dict(stat_decay=1.0),
-                                 dict(stats_every=0), dict(kl_clip=0.0), dict(fisher="true")])
+@pytest.mark.parametrize("bad", [dict(lr=0.0), dict(momentum=1.0), dict(momentum=-0.1), dict(weight_decay=-1e-4),
+                                 dict(damping=0.0), dict(inv_every=0), dict(stat_decay=1.0), dict(stats_every=0),
+                                 dict(kl_clip=0.0), dict(fisher="true")])
 def test_invalid_settings_are_rejected(bad):
     model = nn.Linear(2, 2)
-    with pytest.raises(ValueError, match=next(iter(bad))):
-        KFAC(model.parameters(), model=model, **{"lr": 0.1, **bad})
+    key, value = next(iter(bad.items()))
+    with pytest.raises(ValueError, match=rf"^kfac: invalid {key}={value!r}$"):
+        kfac(model, **{"lr": 0.1, **bad})
+
+
+def test_every_setting_is_the_callers():
+    # no value defaults in the code: a setting left out is an error, not a silent choice (they live in params.yaml)
+    model = nn.Linear(2, 2)
+    settings = {**experiment_settings(), "weight_decay": 0.0}
+    for key in settings:
+        with pytest.raises(TypeError, match=key):
+            KFAC(model.parameters(), model=model, lr=0.1, **{k: v for k, v in settings.items() if k != key})

@@ -1,15 +1,36 @@
-"""build_optimizer: every method builds with its documented defaults and trains; AdaBound / AMSBound from
-pytorch-optimizer follow the published rule step by step; bad names and options fail early."""
+"""build_optimizer: every method builds with the settings experiment 4 gives it (params.yaml) and trains; it adds
+nothing but the settings that define a method; AdaBound / AMSBound from pytorch-optimizer follow the published rule
+step by step; bad names and options fail early."""
 from __future__ import annotations
 
+import functools
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.methods.optimizers import KNOWN, build_optimizer
+from pipeline import config
+from pipeline.methods import OPTIMIZERS
+from pipeline.methods.kfac import KFAC
+from pipeline.methods.optimizers import build_optimizer, optimizer_class
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def _params_yaml():
+    return config.load(ROOT / "params.yaml")
+
+
+def experiment_options(name: str) -> dict:
+    """Every setting but the lr that experiment 4 passes to optimizer `name` (its variant of that name): the L2 of
+    optimizers.train.weight_decay and optimizers.optimizer_options.<name> (the code has no defaults of its own)."""
+    settings = _params_yaml().settings("optimizers", name)
+    assert settings.optimizer == name
+    return settings.options()
 
 
 class TinyCNN(nn.Module):
@@ -27,14 +48,14 @@ LRS = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.05, "adadelt
        "amsbound": 1e-2, "kfac": 0.05}
 
 
-@pytest.mark.parametrize("name", KNOWN)
+@pytest.mark.parametrize("name", OPTIMIZERS)
 def test_every_optimizer_reduces_the_training_loss(name):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 3, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g)
     model = TinyCNN()
     extra = {"model": model} if name == "kfac" else {}
-    opt = build_optimizer(name, model.parameters(), lr=LRS[name], **extra)
+    opt = build_optimizer(name, model.parameters(), lr=LRS[name], **experiment_options(name), **extra)
     first = None
     for _ in range(15):
         loss = F.cross_entropy(model(x), y)
@@ -45,36 +66,54 @@ def test_every_optimizer_reduces_the_training_loss(name):
     assert math.isfinite(loss.item()) and loss.item() < first
 
 
-def test_defaults_and_implementations():
-    params = lambda: [nn.Parameter(torch.zeros(2))]  # noqa: E731
+def _params():
+    return [nn.Parameter(torch.zeros(2))]
+
+
+def _classes():
     from pytorch_optimizer import AdaBound
 
-    expect = {  # name -> (class, {key: default})
-        "sgd": (torch.optim.SGD, {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0}),
-        "momentum": (torch.optim.SGD, {"momentum": 0.9, "nesterov": False}),
-        "nesterov": (torch.optim.SGD, {"momentum": 0.9, "nesterov": True}),
-        "adagrad": (torch.optim.Adagrad, {"eps": 1e-10}),
-        "adadelta": (torch.optim.Adadelta, {"rho": 0.95, "eps": 1e-6}),
-        "rmsprop": (torch.optim.RMSprop, {"alpha": 0.9, "momentum": 0.0}),
-        "adam": (torch.optim.Adam, {"betas": (0.9, 0.999), "amsgrad": False}),
-        "adamw": (torch.optim.AdamW, {"weight_decay": 1e-2}),
-        "adamax": (torch.optim.Adamax, {"betas": (0.9, 0.999)}),
-        "nadam": (torch.optim.NAdam, {"momentum_decay": 4e-3}),
-        "amsgrad": (torch.optim.Adam, {"amsgrad": True}),
-        "adabound": (AdaBound, {"final_lr": 0.1, "gamma": 1e-3, "ams_bound": False, "weight_decouple": False}),
-        "amsbound": (AdaBound, {"ams_bound": True}),
-    }
-    for name, (cls, defaults) in expect.items():
-        opt = build_optimizer(name, params(), lr=0.01)
-        assert type(opt) is cls, name
+    return {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
+            "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta, "rmsprop": torch.optim.RMSprop,
+            "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax,
+            "nadam": torch.optim.NAdam, "amsgrad": torch.optim.Adam, "adabound": AdaBound, "amsbound": AdaBound,
+            "kfac": KFAC}
+
+
+# the settings that define a method: fixed by its name, whatever the caller passes
+IDENTITY = {"sgd": {"momentum": 0.0, "nesterov": False}, "momentum": {"nesterov": False},
+            "nesterov": {"nesterov": True}, "adam": {"amsgrad": False}, "adamw": {"amsgrad": False},
+            "amsgrad": {"amsgrad": True}, "adabound": {"ams_bound": False}, "amsbound": {"ams_bound": True}}
+
+
+def test_implementations_identity_and_the_experiments_settings_reach_the_optimizer():
+    classes = _classes()
+    assert set(classes) == set(OPTIMIZERS)
+    for name in OPTIMIZERS:
+        options = experiment_options(name)
+        extra = {"model": nn.Linear(2, 2)} if name == "kfac" else {}
+        opt = build_optimizer(name, _params(), lr=0.01, **options, **extra)
+        assert type(opt) is classes[name] is optimizer_class(name), name
         group = opt.param_groups[0]
         assert group["lr"] == 0.01
-        for key, value in defaults.items():
+        for key, value in IDENTITY.get(name, {}).items():
             assert group[key] == value, (name, key)
-    # caller options override defaults; YAML lists become tuples
-    opt = build_optimizer("momentum", params(), lr=0.1, momentum=0.95, weight_decay=5e-4)
+        for key, value in options.items():  # every setting params.yaml gives arrives as given
+            where = group if key in group else vars(opt)  # K-FAC keeps its non-group settings as attributes
+            assert where[key] == (tuple(value) if key == "betas" else value), (name, key)
+    # caller options override the class's defaults; YAML lists become tuples
+    opt = build_optimizer("momentum", _params(), lr=0.1, momentum=0.95, weight_decay=5e-4)
     assert opt.param_groups[0]["momentum"] == 0.95 and opt.param_groups[0]["weight_decay"] == 5e-4
-    assert build_optimizer("adam", params(), lr=0.1, betas=[0.8, 0.99]).param_groups[0]["betas"] == (0.8, 0.99)
+    assert build_optimizer("adam", _params(), lr=0.1, betas=[0.8, 0.99]).param_groups[0]["betas"] == (0.8, 0.99)
+
+
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS if n not in ("kfac", "nesterov")])
+def test_options_not_given_are_the_classes_own(name):
+    # the builder adds no value of its own besides the method's identity: every setting comes from the caller
+    # (nesterov needs a momentum from its caller, and K-FAC every setting: neither builds bare)
+    cls = optimizer_class(name)
+    assert build_optimizer(name, _params(), lr=0.01).defaults == {**cls(_params(), lr=0.01).defaults,
+                                                                    **IDENTITY.get(name, {})}
 
 
 def test_bad_names_and_options_fail_with_one_line_errors():
@@ -124,9 +163,13 @@ LRS_RUN = [0.01, 0.01, 0.005]  # a scheduler halves lr before step 3: the bounds
 @pytest.mark.parametrize("wd", [0.0, 0.1])
 @pytest.mark.parametrize("foreach", [False, True])
 def test_adabound_follows_the_published_rule(name, wd, foreach):
+    # the experiment's settings (betas, eps, L2 coupled as in the authors' code), with a final_lr and a gamma that
+    # put the three coordinates below, inside and above the bounds within three steps
+    options = {**experiment_options(name), "final_lr": 0.1, "gamma": 0.5, "weight_decay": wd}
+    (b1, b2), eps = options["betas"], options["eps"]
     x = nn.Parameter(torch.ones(3, dtype=torch.float64))
-    opt = build_optimizer(name, [x], lr=0.01, final_lr=0.1, gamma=0.5, weight_decay=wd, foreach=foreach)
-    expected = adabound_by_hand(GRADS, LRS_RUN, wd, ams=name == "amsbound")
+    opt = build_optimizer(name, [x], lr=0.01, **options, foreach=foreach)
+    expected = adabound_by_hand(GRADS, LRS_RUN, wd, ams=name == "amsbound", b1=b1, b2=b2, eps=eps)
     for g, lr, want in zip(GRADS, LRS_RUN, expected):
         opt.param_groups[0]["lr"] = lr
         x.grad = torch.tensor(g, dtype=torch.float64)
@@ -137,7 +180,7 @@ def test_adabound_follows_the_published_rule(name, wd, foreach):
 def test_adabound_first_step_by_hand_numbers():
     # t = 1: bounds [0.1 (1 - 1/1.5), 0.1 (1 + 1/0.5)] = [1/30, 0.3]; lr_1 / sqrt(v) = 0.1 / |g|; m = 0.1 g
     x = nn.Parameter(torch.ones(3, dtype=torch.float64))
-    opt = build_optimizer("adabound", [x], lr=0.01, final_lr=0.1, gamma=0.5)
+    opt = build_optimizer("adabound", [x], lr=0.01, final_lr=0.1, gamma=0.5, betas=(0.9, 0.999), eps=1e-8)
     x.grad = torch.tensor(GRADS[0], dtype=torch.float64)
     opt.step()
     want = [1 - (1 / 30) * 10.0, 1 - 0.1 * 0.1, 1 - 0.3 * 0.001]  # lower-clipped, unclipped, upper-clipped

@@ -2,6 +2,7 @@
 smoke results are never called reproductions, and the verdict rules fire as claims.py states them."""
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -11,19 +12,36 @@ from types import SimpleNamespace
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 
+from pipeline import config
 from pipeline.analysis.collect import collect
-from pipeline.analysis.figures import FIGURES, figures
+from pipeline.analysis.figures import figure_list, figures
 from pipeline.analysis.tables import analyze, limits
 from pipeline.report.render import limits_text, render
-from pipeline.schemas.analysis import Analysis
 from test_collect import write_run
 
-SETTINGS = Analysis(bootstrap_resamples=500)  # fewer resamples: the tests check plumbing, not precision
+ROOT = Path(__file__).resolve().parents[1]
+# the report's figures, by stable name (figures/<name>.{png,pdf}; Snakemake and DVC declare these files)
+FIGURE_NAMES = ["block_size_curves", "block_size_block_trace", "edba_curves", "edba_train_size", "edba_batch_trace",
+                "growth_curves", "growth_width_trace", "optimizers_curves", "optimizers_speed_accuracy",
+                "claims_chart"]
 
 
-def params(profile: str, synthetic: bool):
-    return SimpleNamespace(profile=profile, synthetic=synthetic, analysis=SETTINGS)
+@functools.cache
+def params(profile: str, synthetic: bool) -> config.Params:
+    """params.yaml validated for `profile`, its data synthetic or not, with fewer bootstrap resamples (the tests
+    check plumbing, not precision)."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["analysis"]["bootstrap_resamples"] = 500
+    raw["profiles"][profile]["synthetic"] = synthetic
+    p = config.validate(raw, profile)
+    assert (p.profile, p.synthetic, p.analysis.bootstrap_resamples) == (profile, synthetic, 500)
+    return p
+
+
+def figure_names(p: config.Params) -> list[str]:
+    return list(figure_list({e: p.experiment(e) for e in p.experiments}))
 
 
 def grid(root: Path, profile: str = "smoke", seeds: int = 3) -> None:
@@ -56,7 +74,7 @@ def pipeline(tmp: Path, p) -> dict[str, Path]:
     dirs = {k: tmp / k for k in ("tables", "analysis", "figures", "report")}
     collect(tmp / "runs", dirs["tables"], log=lambda s: None)
     analyze(dirs["tables"], p, dirs["analysis"], log=lambda s: None)
-    figures(dirs["tables"], dirs["figures"], dirs["analysis"])
+    figures(dirs["tables"], dirs["figures"], p, dirs["analysis"])
     render(dirs["analysis"], dirs["figures"], dirs["report"], p)
     return dirs
 
@@ -73,14 +91,24 @@ def test_every_linked_file_exists(smoke):
     html = (smoke["report"] / "index.html").read_text()
     links = re.findall(r'(?:src|href)="([^"#][^"]*)"', html)
     images = re.findall(r'<img src="([^"]+)"', html)
-    assert len(images) == len(FIGURES)  # every figure shown
+    assert figure_names(params("smoke", True)) == FIGURE_NAMES
+    assert len(images) == len(FIGURE_NAMES)  # every figure shown
     for link in links:
         assert (smoke["report"] / link).is_file(), link
     md = (smoke["report"] / "report.md").read_text()
     for link in re.findall(r"\]\(([^)]+)\)", md):
         assert (smoke["report"] / link).is_file(), link
-    for name in FIGURES:
+    manifest = json.loads((smoke["figures"] / "figures.json").read_text())
+    assert [f["name"] for f in manifest["figures"]] == FIGURE_NAMES and manifest["profile"] == "smoke"
+    for name in FIGURE_NAMES:
         assert (smoke["figures"] / f"{name}.png").is_file() and (smoke["figures"] / f"{name}.pdf").is_file()
+
+
+def test_the_choices_are_the_shared_ones_then_each_experiments(smoke):
+    """report/choices.md (data, analysis), then every experiment package's choices.md, in params.yaml's order."""
+    md = (smoke["report"] / "report.md").read_text().split("\n## Our choices")[1].split("\n## ")[0]
+    headings = re.findall(r"^### (.+)$", md, re.M)
+    assert headings == ["data", "analysis", "Adaptive block size", "EDBA", "Growing networks", "Optimizers"]
 
 
 def test_smoke_banner_and_no_reproduction(smoke):
@@ -108,12 +136,15 @@ def test_report_names_incomplete_and_diverged_runs(smoke):
 def test_missing_experiments_are_skipped_not_fatal(tmp_path):
     write_run(tmp_path / "runs", "block_size", "fixed16", 0, method="fixed16", dataset="ptb", subset=None,
               metric="test_ppl", mode="min", curve=[200.0, 150.0])
+    write_run(tmp_path / "runs", "edba", "edba-cifar10-full", 0, method="edba", dataset="cifar10", subset="full",
+              metric="test_acc", mode="max", curve=[0.2, 0.3], profile="quick")  # another profile's leftover
     dirs = pipeline(tmp_path, params("smoke", True))
     manifest = {f["name"]: f for f in json.loads((dirs["figures"] / "figures.json").read_text())["figures"]}
     assert manifest["block_size_curves"]["status"] == "drawn"
     assert manifest["edba_curves"]["status"] == "skipped" and "no edba runs" in manifest["edba_curves"]["reason"]
     meta = json.loads((dirs["analysis"] / "analysis.json").read_text())
     assert any(s.startswith("edba: no runs") for s in meta["skipped"])
+    assert len(meta["other_profile_runs"]) == 1 and meta["experiments"]["edba"] == 0
     assert "Skipped: edba: no runs" in (dirs["report"] / "index.html").read_text()
 
 
@@ -170,8 +201,8 @@ def test_an_experiment_without_any_possible_test_is_reported_not_a_crash():
     comparisons = pl.DataFrame({"experiment": ["block_size"], "quantity": ["final"], "n_method": [0],
                                 "n_baseline": [5], "holm_m": [0]})  # every run of the method diverged
     settings = SimpleNamespace(alpha=0.05, power=0.8)
-    lim = limits(pl.DataFrame(), comparisons, settings)
-    assert lim["block_size"]["comparisons"] == 0
+    lim = limits(pl.DataFrame(), comparisons, settings, ["block_size", "edba"])
+    assert set(lim) == {"block_size"} and lim["block_size"]["comparisons"] == 0  # edba: no comparison, no line
     (line,) = limits_text({"settings": {"alpha": 0.05, "power": 0.8}, "limits": lim})
     assert line.startswith("block_size: no test possible")
 
@@ -179,7 +210,7 @@ def test_an_experiment_without_any_possible_test_is_reported_not_a_crash():
 def test_a_missing_pdf_is_not_linked(smoke, tmp_path):
     figs = tmp_path / "figures"
     shutil.copytree(smoke["figures"], figs)
-    (figs / f"{next(iter(FIGURES))}.pdf").unlink()
+    (figs / f"{FIGURE_NAMES[0]}.pdf").unlink()
     render(smoke["analysis"], figs, tmp_path / "report", params("smoke", True))
     html = (tmp_path / "report" / "index.html").read_text()
     for link in re.findall(r'(?:src|href)="([^"#][^"]*)"', html):

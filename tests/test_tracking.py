@@ -39,6 +39,7 @@ def runs_in(uri, experiment):
     return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
 
 
+@pytest.mark.slow  # 16 processes that each import MLflow: ~30-60 s on 2 cores (make test-all, CI)
 def test_sixteen_concurrent_jobs_each_appear_exactly_once(tmp_path, root):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     dirs = [fake_run(tmp_path / "runs", f"v{i % 4}", i) for i in range(16)]
@@ -132,7 +133,7 @@ def test_mlflow_holds_one_run_per_cell_of_the_grid(tmp_path, raw_params, monkeyp
     from pipeline.tracking import sync_experiment
 
     expected = 0
-    for experiment in config.EXPERIMENTS:
+    for experiment in params.experiments:
         for variant in params.variants(experiment):
             d = fake_run(tmp_path / "runs" / experiment, variant, 0)
             metrics = json.loads((d / "metrics.json").read_text())
@@ -142,7 +143,7 @@ def test_mlflow_holds_one_run_per_cell_of_the_grid(tmp_path, raw_params, monkeyp
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    ids = [client.get_experiment_by_name(e).experiment_id for e in config.EXPERIMENTS]
+    ids = [client.get_experiment_by_name(e).experiment_id for e in params.experiments]
     runs = client.search_runs(ids, max_results=5000)
-    assert len(runs) == expected == sum(len(params.variants(e)) for e in config.EXPERIMENTS)
+    assert len(runs) == expected == sum(len(params.variants(e)) for e in params.experiments)
     assert len({r.data.tags["harness.run_key"] for r in runs}) == expected

@@ -10,6 +10,7 @@ rule tune:
     log:
         "logs/tune/{experiment}/{name}.log",
     params:
+        inputs=tune_args,
         fingerprint=fingerprint("tune_{experiment}_{name}"),
     threads: 1
     resources:
@@ -17,7 +18,7 @@ rule tune:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline tune {wildcards.experiment} {wildcards.name} --out {output} > {log} 2>&1"
+        "python -m pipeline tune {wildcards.experiment} {wildcards.name} {params.inputs} --out {output} > {log} 2>&1"
 
 
 rule train:
@@ -29,6 +30,7 @@ rule train:
         "logs/train/{experiment}/{variant}.log",
     params:
         seeds=SEEDS,
+        inputs=train_args,
         fingerprint=fingerprint("train_{experiment}_{variant}"),
     threads: 1
     resources:
@@ -36,7 +38,7 @@ rule train:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline train {wildcards.experiment} {wildcards.variant} --seeds {params.seeds} --out {output} > {log} 2>&1"
+        "python -m pipeline train {wildcards.experiment} {wildcards.variant} --seeds {params.seeds} {params.inputs} --out {output} > {log} 2>&1"
 
 
 rule track:

@@ -1,6 +1,7 @@
-"""Per-comparison tests and per-claim verdicts, from the final run table and the ledger (claims.yaml, ledger.py).
+"""Per-comparison tests and per-claim verdicts, from the final run table and the ledger (ledger.py: every
+experiment's claims.yaml).
 
-    final (collect.py) + claims.yaml --compare()-------> comparisons  [comparison x quantity], Holm per family
+    final (collect.py) + the ledger  --compare()-------> comparisons  [comparison x quantity], Holm per family
                                      --judge_claims()--> claims       [claim]: claimed vs reproduced, verdict
 
 Diverged runs are excluded from every mean and test and counted in n_diverged. Runs that never reached the target
@@ -22,7 +23,7 @@ Verdict rules (the `verdict` column; `reason` says which rule fired). Applied in
     claimed_ci, over claimed_n runs) is tested against it with Welch's test from the paper's summary statistics:
       not reproduced  Welch p < alpha (with a spread); else the claimed value (or the claimed range for "about"
                       claims) lies outside our CI;
-      inconclusive    not rejected, but our CI's half-width exceeds the unit's max_halfwidth (claims.yaml);
+      inconclusive    not rejected, but our CI's half-width exceeds the unit's max_halfwidth (units.yaml);
       reproduced      not rejected, with a CI no wider than that.
  5. better claims ("A beats B" on a quantity, direction from the metric's mode):
       not reproduced  the difference points the other way and that reversal is significant (Holm-adjusted p < alpha);

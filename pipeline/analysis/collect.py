@@ -50,6 +50,12 @@ from typing import Callable
 
 import polars as pl
 
+from ..errors import PipelineError
+
+class RunFileError(PipelineError, ValueError):
+    """A run directory or table that cannot be read: the message is one line naming the file."""
+
+
 SEED_DIR = re.compile(r"^seed(\d+)$")
 IDENTITY = ["experiment", "variant", "seed", "profile", "method", "dataset", "subset"]
 FINAL_SCHEMA = {
@@ -68,7 +74,7 @@ def find_run_dirs(runs_root: Path) -> tuple[list[Path], list[Path]]:
     """-> (complete run dirs, run dirs without metrics.json), both sorted; a run dir is <exp>/<variant>/seed<k>."""
     runs_root = Path(runs_root)
     if not runs_root.is_dir():
-        raise FileNotFoundError(f"{runs_root}: runs directory does not exist")
+        raise RunFileError(f"{runs_root}: runs directory does not exist")
     dirs = sorted(p for p in runs_root.glob("*/*/seed*") if p.is_dir() and SEED_DIR.match(p.name))
     complete = [d for d in dirs if (d / "metrics.json").is_file()]
     return complete, [d for d in dirs if d not in complete]
@@ -79,9 +85,9 @@ def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable run file ({err})") from None
+        raise RunFileError(f"{path}: unreadable run file ({err})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise RunFileError(f"{path}: expected a JSON object")
     return data
 
 
@@ -104,10 +110,10 @@ def final_row(run_dir: Path, runs_root: Path) -> dict:
     m = _read_json(metrics_path)
     missing = [k for k in ("experiment", "variant", "seed", "metric", "mode", "diverged") if k not in m]
     if missing:
-        raise ValueError(f"{metrics_path}: missing key(s) {', '.join(missing)}")
+        raise RunFileError(f"{metrics_path}: missing key(s) {', '.join(missing)}")
     path_identity = (run_dir.parent.parent.name, run_dir.parent.name, int(SEED_DIR.match(run_dir.name)[1]))
     if (m["experiment"], m["variant"], int(m["seed"])) != path_identity:
-        raise ValueError(f"{metrics_path}: says {m['experiment']}/{m['variant']}/seed{m['seed']}, "
+        raise RunFileError(f"{metrics_path}: says {m['experiment']}/{m['variant']}/seed{m['seed']}, "
                          f"but lies in {'/'.join(map(str, path_identity))}")
     target = m.get("target") or {}
     row = {k: m.get(k) for k in FINAL_SCHEMA if not k.startswith("target_")}
@@ -134,9 +140,9 @@ def history_frame(run_dir: Path, identity: dict) -> pl.DataFrame | None:
     try:
         h = pl.read_csv(path, infer_schema_length=None)
     except (pl.exceptions.PolarsError, OSError) as err:
-        raise ValueError(f"{path}: unreadable history ({err})") from None
+        raise RunFileError(f"{path}: unreadable history ({err})") from None
     if "epoch" not in h.columns:
-        raise ValueError(f"{path}: no 'epoch' column")
+        raise RunFileError(f"{path}: no 'epoch' column")
     h = h.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in h.columns if c != "epoch"])
     h = h.with_columns(pl.col("epoch").cast(pl.Int64))
     ident = [pl.lit(identity[k], dtype=FINAL_SCHEMA[k]).alias(k) for k in IDENTITY + ["diverged"]]
@@ -204,7 +210,7 @@ def read_tables(tables_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, list[str]
     tables_dir = Path(tables_dir)
     for name in ("runs_final.parquet", "runs_history.parquet"):
         if not (tables_dir / name).is_file():
-            raise FileNotFoundError(f"{tables_dir / name}: missing; run the collect stage first")
+            raise RunFileError(f"{tables_dir / name}: missing; run the collect stage first")
     incomplete_path = tables_dir / "incomplete_runs.csv"
     incomplete = pl.read_csv(incomplete_path)["run_dir"].to_list() if incomplete_path.is_file() else []
     return (pl.read_parquet(tables_dir / "runs_final.parquet"), pl.read_parquet(tables_dir / "runs_history.parquet"),

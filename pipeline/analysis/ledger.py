@@ -1,7 +1,10 @@
-"""The claims ledger's schema: claims.yaml -> a validated Ledger (units, comparisons, labels, claims).
+"""The claims ledger: each experiment's claims.yaml (in its package) + the shared units.yaml -> one Ledger.
 
-A typo in claims.yaml (unknown key, unit or quantity; a claim missing what its kind needs) is a one-line error
-naming the entry, raised when the analysis starts.
+    <experiment package>/claims.yaml   metric, reference, comparisons, labels, claims (and units of its own)
+    units.yaml                         the units every experiment may use (percent, perplexity, ...)
+
+A typo (unknown key, unit or quantity; a claim missing what its kind needs) is a one-line error naming the file
+and the entry, raised when the analysis starts.
 """
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ from typing import Literal
 import yaml
 from pydantic import ValidationError, model_validator
 
+from ..errors import ConfigError
 from ..schemas.base import Strict
 
-LEDGER = Path(__file__).with_name("claims.yaml")
+UNITS = Path(__file__).with_name("units.yaml")
 # quantity -> direction; None: the run's own mode (max for accuracy, min for perplexity)
 QUANTITIES = {"final": None, "best": None, "seconds_to_target": "min", "epochs_to_target": "min",
               "train_seconds": "min", "train_flops": "min"}
@@ -37,12 +41,16 @@ class Rule(Strict):
     quantities: list[str] = ["final"]
 
 
+class Units(Strict):
+    units: dict[str, Unit]
+
+
 class Claim(Strict):
     id: str
     source: str
     statement: str
     kind: Literal["value", "ratio", "better", "best", "note"]
-    experiment: str | None = None
+    experiment: str | None = None  # filled in from the claims file's experiment
     arm: str | None = None
     versus: str | None = None  # the baseline of ratio and better claims
     family: str | None = None  # the family a best claim ranks within
@@ -60,9 +68,8 @@ class Claim(Strict):
 
     @model_validator(mode="after")
     def _complete(self):
-        needs = {"value": ["experiment", "arm", "unit", "claimed"], "ratio": ["experiment", "arm", "versus", "unit", "claimed"],
-                 "better": ["experiment", "arm", "versus", "unit"], "best": ["experiment", "arm", "family", "unit"],
-                 "note": ["reason"]}[self.kind]
+        needs = {"value": ["arm", "unit", "claimed"], "ratio": ["arm", "versus", "unit", "claimed"],
+                 "better": ["arm", "versus", "unit"], "best": ["arm", "family", "unit"], "note": ["reason"]}[self.kind]
         missing = [k for k in needs if getattr(self, k) is None]
         if missing:
             raise ValueError(f"{self.kind} claim needs {', '.join(missing)}")
@@ -71,10 +78,21 @@ class Claim(Strict):
         return self
 
 
+class ExperimentLedger(Strict):
+    """One experiment's claims.yaml."""
+
+    metric: str | None = None  # the eval metric its claims are about (None: any)
+    reference: str | None = None  # the variant (or method) its tables take ratios against
+    units: dict[str, Unit] = {}  # units of its own, besides units.yaml's
+    comparisons: list[Rule] = []
+    labels: dict[str, dict[str, str]] = {}  # kind (method, dataset, subset) -> name -> the paper's label
+    claims: list[Claim] = []  # a claim's experiment is this one
+
+
 class Ledger(Strict):
     units: dict[str, Unit]
-    comparisons: dict[str, list[Rule]]
-    labels: dict[str, dict[str, str]] = {}
+    comparisons: dict[str, list[Rule]]  # experiment -> its comparison rules
+    labels: dict[str, dict[str, dict[str, str]]] = {}  # experiment -> kind -> name -> label
     reference: dict[str, str] = {}  # experiment -> the variant name ratios in its table are taken against
     metrics: dict[str, str] = {}  # experiment -> the eval metric its claims are about
     claims: list[Claim]
@@ -96,10 +114,53 @@ class Ledger(Strict):
         return self
 
 
-def load_ledger(path: Path = LEDGER) -> Ledger:
+def _read(model, path: Path):
     try:
-        return Ledger.model_validate(yaml.safe_load(Path(path).read_text()))
+        return model.model_validate(yaml.safe_load(Path(path).read_text()) or {})
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"{path}: {where}: {first['msg']}") from None
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+
+
+def load_ledger(files: dict[str, Path | None], units: Path = UNITS) -> Ledger:
+    """{experiment: its claims.yaml or None} -> the Ledger of those experiments (validated as a whole)."""
+    shared = _read(Units, units).units
+    merged = {"units": dict(shared), "comparisons": {}, "labels": {}, "reference": {}, "metrics": {}, "claims": []}
+    for exp, path in files.items():
+        if path is None:
+            continue
+        part = _read(ExperimentLedger, path)
+        for name, unit in part.units.items():
+            if name in merged["units"] and merged["units"][name] != unit:
+                raise ConfigError(f"{path}: units.{name}: differs from the unit of that name elsewhere")
+            merged["units"][name] = unit
+        for c in part.claims:
+            if c.experiment not in (None, exp):
+                raise ConfigError(f"{path}: claim {c.id}: names experiment {c.experiment!r}, not {exp!r}")
+            if c.unit is not None and c.unit not in merged["units"]:
+                raise ConfigError(f"{path}: claim {c.id}: unknown unit {c.unit!r} (units: {', '.join(merged['units'])})")
+            if c.quantity not in QUANTITIES:
+                raise ConfigError(f"{path}: claim {c.id}: unknown quantity {c.quantity!r}")
+        for r in part.comparisons:
+            if unknown := [q for q in r.quantities if q not in QUANTITIES]:
+                raise ConfigError(f"{path}: comparisons ({r.family}): unknown quantities {unknown}")
+        merged["comparisons"][exp] = part.comparisons
+        merged["labels"][exp] = part.labels
+        merged["reference"].update({exp: part.reference} if part.reference else {})
+        merged["metrics"].update({exp: part.metric} if part.metric else {})
+        merged["claims"] += [c.model_copy(update={"experiment": exp}) for c in part.claims]
+    try:
+        return Ledger.model_validate({**merged, "claims": [c.model_dump() for c in merged["claims"]],
+                                      "comparisons": {e: [r.model_dump() for r in rs]
+                                                      for e, rs in merged["comparisons"].items()},
+                                      "units": {n: u.model_dump() for n, u in merged["units"].items()}})
+    except ValidationError as err:
+        first = err.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"claims ledger of {', '.join(files)}: {message}") from None
+
+
+def ledger_for(params) -> Ledger:
+    """The ledger of the experiments params.yaml runs (pipeline.config.Params)."""
+    return load_ledger({e: params.experiment(e).file("claims.yaml") for e in params.experiments})

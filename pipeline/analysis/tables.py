@@ -20,13 +20,13 @@ from typing import Callable
 
 import polars as pl
 
-from ..config import EXPERIMENTS
 from ..seeding import rng
 from . import stats
-from .claims import arm_values, compare, comparable, direction, family_of, judge_claims, resolve
+from .claims import arm_values, compare, comparable, direction, family_of, judge_claims
 from .collect import read_tables
-from .formatting import markdown, mean_sd, num, pval, runs_cell, scale_of, table
-from .ledger import LEDGER, QUANTITIES, Ledger, load_ledger
+from .formatting import markdown, num, pval, scale_of, table
+from .ledger import QUANTITIES, Ledger, ledger_for
+from .lookup import TableContext
 
 # ---- per-variant summary -----------------------------------------------------------------------------------------------------
 def summarize(final: pl.DataFrame, ledger: Ledger, settings) -> pl.DataFrame:
@@ -49,158 +49,6 @@ def summarize(final: pl.DataFrame, ledger: Ledger, settings) -> pl.DataFrame:
                          "n": s.n, "mean": s.mean, "sd": s.sd, "ci_lo": s.lo, "ci_hi": s.hi,
                          "boot_lo": b[0], "boot_hi": b[1]})
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
-
-
-# ---- lookups -------------------------------------------------------------------------------------------------------
-def _rows(summary: pl.DataFrame, experiment: str, quantity: str = "final") -> list[dict]:
-    if summary.height == 0:
-        return []
-    return summary.filter((pl.col("experiment") == experiment) & (pl.col("quantity") == quantity)).to_dicts()
-
-
-def _claims(claims: pl.DataFrame, **match) -> list[dict]:
-    hit = claims
-    for k, v in match.items():
-        hit = hit.filter(pl.col(k).is_null() if v is None else pl.col(k) == v)
-    return hit.to_dicts()
-
-
-def _claim(claims: pl.DataFrame, **match) -> dict | None:
-    """The one claim matching; an error if several do (a table cell shows one claim)."""
-    hit = _claims(claims, **match)
-    if len(hit) > 1:
-        raise ValueError(f"several claims match {match}: {[c['id'] for c in hit]}")
-    return hit[0] if hit else None
-
-
-def _label(ledger: Ledger, kind: str, name) -> str:
-    return ledger.labels.get(kind, {}).get(name, str(name))
-
-
-# ---- the papers' layouts -----------------------------------------------------------------------------------------
-def block_size_table(summary, claims, ledger, final) -> dict:
-    """Adaptive-block-size Table 1: Method, Mean Perplexity, 95% CI Lower, 95% CI Upper; the paper's row beside."""
-    headers = ["Method", "Mean Perplexity", "95% CI Lower", "95% CI Upper", "Runs", "Paper mean", "Paper CI",
-               "Verdict"]
-    rows, data = [], []
-    order = list(ledger.labels.get("method", {}))  # the paper's rows first, in its order
-    for r in sorted(_rows(summary, "block_size"), key=lambda r: (order.index(r["variant"]) if r["variant"] in order
-                                                                   else len(order), r["variant"])):
-        c = _claim(claims, experiment="block_size", kind="value", variant=r["variant"]) or {}
-        rows.append([_label(ledger, "method", r["variant"]), num(r["mean"], 1), num(r["ci_lo"], 1), num(r["ci_hi"], 1),
-                     runs_cell(r), num(c.get("claimed"), 1),
-                     f"[{num(c.get('claimed_lo'), 1)}, {num(c.get('claimed_hi'), 1)}]" if c else "—",
-                     c.get("verdict", "—")])
-        data.append({**{k: r[k] for k in ("variant", "method", "n", "n_runs", "n_diverged", "mean", "ci_lo", "ci_hi")},
-                     "paper_mean": c.get("claimed"), "paper_ci_lo": c.get("claimed_lo"), "paper_ci_hi": c.get("claimed_hi")})
-    return table("block_size_table1", "Adaptive block size, Table 1: test perplexity", headers, rows,
-                 pl.DataFrame(data, infer_schema_length=None), "Test perplexity at the last epoch; t-based 95% CI over seeds.")
-
-
-def edba_table(summary, claims, ledger, final) -> dict:
-    """EDBA Table 1: Dataset, Method, then one column per subset; a paper row and our row per method."""
-    rs = _rows(summary, "edba")
-    order = list(ledger.labels.get("subset", {}))
-    subsets = sorted({r["subset"] for r in rs}, key=lambda s: (order.index(s) if s in order else len(order), str(s)))
-    headers = ["Dataset", "Method", "Source"] + [_label(ledger, "subset", s) for s in subsets]
-    rows, data = [], []
-    for dataset in sorted({r["dataset"] for r in rs}):
-        for method in sorted({r["method"] for r in rs if r["dataset"] == dataset}):
-            paper, ours = [], []
-            for s in subsets:
-                r = next((x for x in rs if (x["dataset"], x["method"], x["subset"]) == (dataset, method, s)), None)
-                c = _claim(claims, experiment="edba", kind="value", arm=method, dataset=dataset, subset=s)
-                sc = scale_of(r["metric"]) if r else 100.0
-                paper.append(f"{c['claimed']:.3f} ± {c['claimed_sd']:.3f}" if c else "—")
-                ours.append(mean_sd(r, sc, 3) if r else "—")
-                if r:
-                    data.append({"dataset": dataset, "method": method, "subset": s, "variant": r["variant"],
-                                 "paper_mean": c and c["claimed"], "paper_sd": c and c["claimed_sd"],
-                                 **{k: r[k] * sc for k in ("mean", "sd", "ci_lo", "ci_hi")},
-                                 **{k: r[k] for k in ("n", "n_runs", "n_diverged")}, "verdict": c and c["verdict"]})
-            lab = [_label(ledger, "dataset", dataset), _label(ledger, "method", method)]
-            rows += [lab + ["paper"] + paper, lab + ["ours"] + ours]
-    return table("edba_table1", "EDBA, Table 1: test accuracy % by training-set size", headers, rows,
-                 pl.DataFrame(data, infer_schema_length=None), "Mean ± sd over seeds (runs used/runs); final-epoch test accuracy.")
-
-
-def _ratio(final, exp, dataset, variant, ref, quantity, invert, settings):
-    runs = final.filter((pl.col("experiment") == exp) & (pl.col("dataset") == dataset) & ~pl.col("diverged"))
-    x = runs.filter(pl.col("variant") == variant)[quantity].drop_nulls().to_numpy()
-    y = runs.filter(pl.col("variant") == ref)[quantity].drop_nulls().to_numpy()
-    num_, den = (y, x) if invert else (x, y)
-    return stats.ratio_interval(num_, den, rng(settings.bootstrap_seed, f"table/{exp}/{variant}/{ref}/{quantity}"),
-                                settings.confidence, settings.bootstrap_resamples)
-
-
-def growth_table(summary, claims, ledger, final, settings) -> dict:
-    """Growth: variant, accuracy, FLOPs fraction and wall-clock speed-up against the reference (fixed full size)."""
-    headers = ["Dataset", "Variant", "Test accuracy % (ours)", "Paper", "FLOPs fraction [CI]", "Speed-up [CI]", "Verdict"]
-    rows, data = [], []
-    for r in _rows(summary, "growth"):
-        scope = final.filter((pl.col("experiment") == "growth") & (pl.col("dataset") == r["dataset"]))
-        refs = resolve(scope, ledger.reference.get("growth", ""))
-        ref = refs[0] if len(refs) == 1 else None
-        none = (math.nan,) * 3
-        fl = _ratio(final, "growth", r["dataset"], r["variant"], ref, "train_flops", False, settings) if ref else none
-        sp = _ratio(final, "growth", r["dataset"], r["variant"], ref, "train_seconds", True, settings) if ref else none
-        cs = _claims(claims, experiment="growth", kind="value", variant=r["variant"])  # headline and ablation
-        sc = scale_of(r["metric"])
-        paper = "; ".join(f"{c['claimed']:.2f}" + (f" ± {c['claimed_sd']:.2f}" if c.get("claimed_sd") else "")
-                          + f" ({c['id']})" for c in cs)
-        rows.append([_label(ledger, "dataset", r["dataset"]), r["variant"], mean_sd(r, sc, 2), paper or "—",
-                     f"{num(fl[0], 3)} [{num(fl[1], 3)}, {num(fl[2], 3)}]",
-                     f"{num(sp[0], 2)}x [{num(sp[1], 2)}, {num(sp[2], 2)}]",
-                     "; ".join(f"{c['verdict']} ({c['id']})" for c in cs) or "—"])
-        data.append({"dataset": r["dataset"], "variant": r["variant"], "mean": r["mean"] * sc, "sd": r["sd"] * sc,
-                     "n": r["n"], "n_runs": r["n_runs"], "n_diverged": r["n_diverged"],
-                     "paper": "; ".join(f"{c['claimed']:g}" for c in cs) or None,
-                     "flops_fraction": fl[0], "flops_lo": fl[1], "flops_hi": fl[2], "speedup": sp[0],
-                     "speedup_lo": sp[1], "speedup_hi": sp[2], "reference": ref})
-    return table("growth_table", "Growing networks: accuracy, FLOPs and wall-clock against the fixed network", headers,
-                 rows, pl.DataFrame(data, infer_schema_length=None),
-                 "FLOPs fraction = mean FLOPs / reference's; speed-up = reference's training seconds / variant's; "
-                 "seeded bootstrap 95% CIs.")
-
-
-def _against(comparisons: pl.DataFrame, r: dict) -> dict:
-    """The comparison with summary row r's variant as the baseline, in r's own dataset and subset."""
-    if comparisons.height == 0:
-        return {}
-    hit = comparisons.filter((pl.col("experiment") == "optimizers") & (pl.col("quantity") == "final") &
-                             (pl.col("baseline") == r["variant"]) & pl.col("dataset").eq_missing(r["dataset"]) &
-                             pl.col("subset").eq_missing(r["subset"]))
-    return hit.row(0, named=True) if hit.height else {}
-
-
-def optimizer_tables(summary, comparisons, ledger) -> list[dict]:
-    """One table per technique family: accuracy and time-to-target per variant, best first, with the tests."""
-    acc = _rows(summary, "optimizers")
-    out = []
-    for family in sorted({r["family"] for r in acc}):
-        rs = sorted((r for r in acc if r["family"] == family), key=lambda r: -(r["mean"] if r["n"] else -math.inf))
-        headers = ["Variant", "Test accuracy % mean ± sd (runs)", "95% CI", "Seconds to target [CI] (reached)",
-                   "Δ vs method (pp)", "Holm p (Welch)", "Holm p (M-W)"]
-        rows, data = [], []
-        for r in rs:
-            t = next(x for x in _rows(summary, "optimizers", "seconds_to_target") if x["variant"] == r["variant"])
-            cm = _against(comparisons, r)  # this variant as the baseline of its family's method
-            sc = scale_of(r["metric"])
-            reached = f"{t['n']}/{t['n_runs'] - t['n_diverged']}"
-            delta = f"{num(cm['diff'] * sc)} ({cm['method']})" if cm else "—"
-            rows.append([r["variant"], mean_sd(r, sc, 2), f"[{num(r['ci_lo'] * sc)}, {num(r['ci_hi'] * sc)}]",
-                         f"{num(t['mean'], 1)} [{num(t['ci_lo'], 1)}, {num(t['ci_hi'], 1)}] ({reached})",
-                         delta, pval(cm.get("welch_p_holm")), pval(cm.get("mw_p_holm"))])
-            data.append({"family": family, "variant": r["variant"], "mean": r["mean"] * sc, "sd": r["sd"] * sc,
-                         "ci_lo": r["ci_lo"] * sc, "ci_hi": r["ci_hi"] * sc, "n": r["n"], "n_runs": r["n_runs"],
-                         "n_diverged": r["n_diverged"], "seconds_to_target": t["mean"], "reached": t["n"],
-                         "welch_p_holm": cm.get("welch_p_holm"), "mw_p_holm": cm.get("mw_p_holm")})
-        slug = family.replace(" ", "_")
-        out.append(table(f"optimizers_{slug}", f"Optimizers, {family}: accuracy and time to target", headers, rows,
-                         pl.DataFrame(data, infer_schema_length=None),
-                         "Best mean first; Δ = method − this variant in percentage points; time to target counts "
-                         "only runs that reached it."))
-    return out
 
 
 def comparisons_table(comparisons: pl.DataFrame) -> dict:
@@ -249,10 +97,10 @@ def claims_table(claims: pl.DataFrame) -> dict:
 
 
 # ---- the stage ----------------------------------------------------------------------------------------------------
-def limits(final: pl.DataFrame, comparisons: pl.DataFrame, settings) -> dict:
+def limits(final: pl.DataFrame, comparisons: pl.DataFrame, settings, experiments: list[str]) -> dict:
     """Per experiment: what its tests can and cannot show at the run counts it has."""
     out = {}
-    for exp in EXPERIMENTS:
+    for exp in experiments:
         if comparisons.height == 0:
             break
         cmp = comparisons.filter((pl.col("experiment") == exp) & (pl.col("quantity") == "final"))
@@ -270,12 +118,18 @@ def limits(final: pl.DataFrame, comparisons: pl.DataFrame, settings) -> dict:
     return out
 
 
-def analyze(tables_dir: Path, params, out_dir: Path, ledger_path: Path = LEDGER,
+def experiment_tables(ctx: TableContext, experiment) -> list[dict]:
+    """The tables an experiment adds (its package's tables.py: tables(ctx)); none when it has no such module."""
+    return experiment.module("tables").tables(ctx) if experiment.has_module("tables") else []
+
+
+def analyze(tables_dir: Path, params, out_dir: Path, ledger: Ledger | None = None,
             log: Callable[[str], None] = print) -> dict:
-    """Stage entry. `params`: the validated Params (uses .profile, .synthetic and .analysis)."""
+    """Stage entry. `params`: the validated Params (its experiments, .profile, .synthetic and .analysis); `ledger`
+    (default: the experiments' claims files)."""
     tables_dir, out_dir = Path(tables_dir), Path(out_dir)
     final_all, _, incomplete = read_tables(tables_dir)
-    ledger, settings = load_ledger(ledger_path), params.analysis
+    ledger, settings, experiments = ledger or ledger_for(params), params.analysis, params.experiments
     mine = pl.col("profile").eq_missing(params.profile)
     final, other = final_all.filter(mine), final_all.filter(~mine)
     if other.height:
@@ -287,9 +141,11 @@ def analyze(tables_dir: Path, params, out_dir: Path, ledger_path: Path = LEDGER,
     for name, frame in (("summary", summary), ("comparisons", comparisons), ("claims", claims)):
         frame.write_parquet(out_dir / f"{name}.parquet")
         frame.write_csv(out_dir / f"{name}.csv")
-    built = [claims_table(claims), block_size_table(summary, claims, ledger, final),
-             edba_table(summary, claims, ledger, final), growth_table(summary, claims, ledger, final, settings),
-             *optimizer_tables(summary, comparisons, ledger), comparisons_table(comparisons)]
+    built = [claims_table(claims)]
+    for exp in experiments:
+        ctx = TableContext(exp, summary, comparisons, claims, ledger, final, settings)
+        built += experiment_tables(ctx, params.experiment(exp))
+    built.append(comparisons_table(comparisons))
     for t in built:
         md = f"### {t['title']}\n\n{markdown(t['headers'], t['rows'])}\n{t['caption']}\n"
         (out_dir / "tables" / f"{t['name']}.md").write_text(md)
@@ -298,10 +154,10 @@ def analyze(tables_dir: Path, params, out_dir: Path, ledger_path: Path = LEDGER,
     meta = {"profile": params.profile, "synthetic": params.synthetic,
             "comparable": comparable(params.profile, params.synthetic), "settings": settings.model_dump(),
             "runs": final.height, "other_profile_runs": other["run_dir"].to_list(), "incomplete_runs": incomplete,
-            "experiments": {e: final.filter(pl.col("experiment") == e).height for e in EXPERIMENTS},
+            "experiments": {e: final.filter(pl.col("experiment") == e).height for e in experiments},
             "skipped": [f"{e}: no runs of profile {params.profile}; its tables and figures are empty"
-                        for e in EXPERIMENTS if e not in present],
-            "limits": limits(final, comparisons, settings),
+                        for e in experiments if e not in present],
+            "limits": limits(final, comparisons, settings, experiments),
             "devices": sorted({str(d) for d in final["device"].to_list()}),
             "git_commits": sorted({str(g) for g in final["git_commit"].to_list()}),
             "verdicts": claims.group_by("verdict").len().sort("verdict").to_dicts(), "tables": built}

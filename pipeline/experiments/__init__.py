@@ -1,16 +1,9 @@
-"""One module per experiment: turns a (variant, seed) of params.yaml into a model, optimizer, method and loop.
+"""The built-in experiments, one package each (pipeline/registry.py finds every sub-package here):
 
-Each module exposes:
-    describe(section, variant) -> {"method": str, "dataset": str, "subset": str | None}
-    train(params, variant, seed, run_dir, checkpoint_root, device) -> metrics dict (writes the run files)
-and, for experiments with a tuning stage (optimizers):
-    tune(params, name, out_file, device) -> None
+    block_size/   adaptive block size for the PTB LSTM language model
+    edba/         Efficient Dynamic Batch Adaptation on CIFAR subsets
+    growth/       incrementally growing networks (variance transfer, LR adaptation)
+    optimizers/   the rapid-training survey's techniques like for like
+
+A method brought by a user is a package of the same shape outside pipeline/ (the README, "Adding a method").
 """
-from __future__ import annotations
-
-import importlib
-
-
-def module(experiment: str):
-    """The experiment's module (imports torch: keep it off start-up paths that do not train)."""
-    return importlib.import_module(f"pipeline.experiments.{experiment}")

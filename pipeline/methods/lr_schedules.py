@@ -1,6 +1,6 @@
 """Learning-rate schedules of experiment 4, built by name over a budget of steps_per_epoch x epochs iterations.
 
-    scheduler = build_scheduler("cyclical", optimizer, steps_per_epoch=391, epochs=30)
+    scheduler = build_scheduler("cosine", optimizer, steps_per_epoch=391, epochs=30, eta_min=0.0)
     for each training iteration: optimizer.step(); scheduler.step()      # stepped per ITERATION, never per epoch
 
 All are torch.optim.lr_scheduler classes, so `state_dict()` / `load_state_dict()` checkpoint them; on resume,
@@ -16,43 +16,31 @@ build the optimizer and the scheduler exactly as at the start, then load both st
                from max_lr/div_factor to max_lr over pct_start of the budget, then anneal to
                max_lr/(div_factor*final_div_factor), both phases cosine (anneal_strategy)
 
-`max_lr` of the cyclical and one-cycle schedules defaults to the optimizer's lr, so one tuned lr per optimizer
-serves every schedule. The defaults below are the builder's; experiment 4 passes its own values from params.yaml
-(optimizers.schedule_options, each with its reason there). Unknown names and options fail with a one-line
-ValueError.
+`max_lr` of the cyclical and one-cycle schedules is the optimizer's lr unless given, so one tuned lr per optimizer
+serves every schedule. Every other setting is given by the caller (experiment 4 passes params.yaml's
+optimizers.schedule_options, each value with its reason there). Unknown names and options, and missing ones, fail
+with a one-line ValueError.
 """
 from __future__ import annotations
 
 import torch
 from torch.optim import lr_scheduler
 
-# ---------------------------------------------------------------------------------------------------------------
-# Configuration: defaults and where they come from
-# ---------------------------------------------------------------------------------------------------------------
-OPTIONS: dict[str, dict] = {
-    "constant": {},
-    # (0.5, 0.75) x 0.1: He et al. 2016 §4.2 CIFAR schedule (lr / 10 at 32k and 48k of 64k iterations)
-    "step": dict(milestones=(0.5, 0.75), gamma=0.1),
-    # anneal to exactly 0 at the end of the budget
-    "cosine": dict(eta_min=0.0),
-    # base_lr = base_ratio x max_lr, 1/4 (Smith 2015 §3.3: base_lr 1/3 or 1/4 of max_lr; an explicit base_lr wins);
-    # cycles of about epochs_per_cycle = 8 epochs (half-cycle 4): Smith 2015 §3.2 advises a half-cycle of 2-10
-    # epochs and stopping at the end of a cycle (see default_step_size; an explicit step_size wins);
-    # LR-only cycling: CLR cycles the learning rate, not momentum (momentum cycling came in Smith 2018)
-    "cyclical": dict(base_lr=None, base_ratio=0.25, max_lr=None, step_size=None, epochs_per_cycle=8,
-                     mode="triangular"),
-    # torch's defaults (pct_start 0.3, div_factor 25, final_div_factor 1e4, cosine phases); momentum is not cycled
-    # (our choice: the schedule then changes only the lr, for every optimizer alike, incl. those without momentum);
-    # with cycle_momentum, momentum (or Adam's beta1) runs max_momentum -> base_momentum -> max (Smith 2018 §4)
-    "one_cycle": dict(max_lr=None, pct_start=0.3, div_factor=25.0, final_div_factor=1e4, anneal_strategy="cos",
-                      three_phase=False, cycle_momentum=False, base_momentum=0.85, max_momentum=0.95),
+from . import LR_SCHEDULES
+
+# The settings each schedule needs (their values: params.yaml, e.g. optimizers.schedule_options, with the sources),
+# and the ones it may be given (None or absent: derived from the optimizer's lr, or from the settings).
+REQUIRED: dict[str, set[str]] = {
+    "constant": set(), "step": {"milestones", "gamma"}, "cosine": {"eta_min"},
+    "cyclical": {"base_ratio", "epochs_per_cycle", "mode"},
+    "one_cycle": {"pct_start", "div_factor", "final_div_factor", "anneal_strategy", "three_phase", "cycle_momentum",
+                  "base_momentum", "max_momentum"},
 }
-EPOCHS_PER_CYCLE = OPTIONS["cyclical"]["epochs_per_cycle"]
+OPTIONAL: dict[str, set[str]] = {"cyclical": {"base_lr", "max_lr", "step_size"}, "one_cycle": {"max_lr"}}
+assert set(REQUIRED) == set(LR_SCHEDULES)
 
-KNOWN = tuple(OPTIONS)
 
-
-def default_step_size(steps_per_epoch: int, epochs: int, epochs_per_cycle: float = EPOCHS_PER_CYCLE) -> int:
+def default_step_size(steps_per_epoch: int, epochs: int, epochs_per_cycle: float) -> int:
     """Half-cycle length in iterations: a whole number of cycles of about `epochs_per_cycle` epochs fills the budget.
 
     e.g. 30 epochs, 8 per cycle -> round(30 / 8) = 4 cycles -> half-cycle 3.75 epochs; 2 epochs -> 1 cycle of 2.
@@ -69,15 +57,18 @@ def _group_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int,
                     **options) -> lr_scheduler.LRScheduler:
     """The schedule `name` for `optimizer` over steps_per_epoch x epochs iterations, stepped once per iteration."""
-    if name not in OPTIONS:
-        raise ValueError(f"unknown lr schedule {name!r}; known: {', '.join(KNOWN)}")
-    unknown = sorted(set(options) - set(OPTIONS[name]))
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {name!r}; known: {', '.join(LR_SCHEDULES)}")
+    takes = REQUIRED[name] | OPTIONAL.get(name, set())
+    unknown, missing = sorted(set(options) - takes), sorted(REQUIRED[name] - set(options))
     if unknown:
-        raise ValueError(f"lr schedule {name!r} does not take option(s) {unknown}; it takes {sorted(OPTIONS[name])}")
+        raise ValueError(f"lr schedule {name!r} does not take option(s) {unknown}; it takes {sorted(takes)}")
+    if missing:
+        raise ValueError(f"lr schedule {name!r} needs option(s) {missing}")
     for key, value in (("steps_per_epoch", steps_per_epoch), ("epochs", epochs)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"lr schedule {name!r}: {key} must be a positive integer, got {value!r}")
-    o = {**OPTIONS[name], **options}
+    o = {**dict.fromkeys(OPTIONAL.get(name, ())), **options}
     total = steps_per_epoch * epochs  # iterations in the budget
 
     if name == "constant":

@@ -28,10 +28,12 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from . import NORMALIZATIONS
+
 # ---------------------------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------------------------
-MODES = ("batch", "weight", "both", "none")
+MODES = NORMALIZATIONS  # batch, weight, both, none (the one list: pipeline/methods/__init__.py)
 WEIGHTED = (nn.Conv2d, nn.Linear)  # the layers that get weight normalisation
 BATCH_NORM = nn.modules.batchnorm._BatchNorm  # BatchNorm1d/2d/3d and SyncBatchNorm
 INIT_EPS = 1e-5  # our choice: guard on sigma for units that are constant over the init batch (e.g. dead ReLUs)

@@ -1,19 +1,18 @@
 """The optimizers compared in experiment 4 (rapid-training survey, like for like), built by name.
 
-    build_optimizer("nadam", model.parameters(), lr=2e-3)                  -> torch.optim.NAdam
-    build_optimizer("kfac", model.parameters(), lr=0.05, model=model)      -> pipeline.methods.kfac.KFAC
+    build_optimizer("nadam", model.parameters(), lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3)
+    build_optimizer("kfac", model.parameters(), lr=0.05, model=model, momentum=0.9, ...)   -> methods.kfac.KFAC
 
 PyTorch's own implementations wherever torch has the method; AdaBound / AMSBound from `pytorch-optimizer`
 (its update is the authors' reference code, checked step by step in tests/test_optimizers.py); K-FAC from
-pipeline/methods/kfac.py. The learning rate is not defaulted: every optimizer gets its own tuned lr from the
-experiment's configuration. Every other hyper-parameter has a default below with its source; options given by
-the caller override them (experiment 4 passes params.yaml's optimizers.optimizer_options, e.g. AdaBound's final_lr
-and gamma, K-FAC's damping), except the keys that define the method (`sgd` cannot be given momentum: that is
-`momentum`). Unknown names and options fail with a one-line ValueError before anything is built.
+pipeline/methods/kfac.py. Every setting is the caller's: the lr (experiment 4 tunes one per variant) and the
+options (experiment 4 passes params.yaml's optimizers.optimizer_options, each value with its source there), except
+the settings that define a method (IDENTITY: `sgd` cannot be given momentum: that is `momentum`). A setting the
+caller leaves out takes the implementing class's own default where it has one; a class without one (K-FAC) needs
+it. Unknown names and options, and missing ones, fail with a one-line ValueError before anything is built.
 
-Weight decay defaults to 0 for every method but AdamW: like-for-like runs pass the same explicit regulariser
-through `weight_decay`, and the optimizer papers' own defaults have none. Note the units differ: torch adds
-weight_decay * w to the gradient (L2) for all methods here except AdamW, which shrinks w by lr * weight_decay.
+Note the units of weight decay differ: torch adds weight_decay * w to the gradient (L2) for all methods here except
+AdamW, which shrinks w by lr * weight_decay.
 
 AdaBound follows the authors' code (github.com/Luolc/AdaBound), which differs from Algorithm 2 of the paper
 (Luo et al. 2019) in two ways the report should name: Adam's bias corrections are applied, and the clipped
@@ -27,50 +26,16 @@ from collections.abc import Iterable
 
 import torch
 
-# ---------------------------------------------------------------------------------------------------------------
-# Configuration: method -> (class name, defaults, keys fixed by the method's identity)
-# ---------------------------------------------------------------------------------------------------------------
-ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba 2015 §2 "good default settings"; shared by the Adam family for comparability
+from . import OPTIMIZERS
 
-DEFAULTS: dict[str, dict] = {
-    # plain mini-batch SGD: the baseline of the survey's figure, no momentum
-    "sgd": dict(momentum=0.0, nesterov=False, weight_decay=0.0),
-    # heavy-ball momentum 0.9: the value of the CIFAR ResNet recipes (He et al. 2016 §4.2)
-    "momentum": dict(momentum=0.9, nesterov=False, weight_decay=0.0),
-    # Nesterov momentum 0.9 (Sutskever et al. 2013 formulation, as torch implements it)
-    "nesterov": dict(momentum=0.9, nesterov=True, weight_decay=0.0),
-    # Adagrad: no initial accumulator, eps 1e-10 (Duchi et al. 2011 have none; torch's default guard)
-    "adagrad": dict(lr_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, weight_decay=0.0),
-    # Adadelta: rho 0.95, eps 1e-6 (Zeiler 2012 §4 MNIST setting); the paper has no lr, i.e. lr = 1.0
-    "adadelta": dict(rho=0.95, eps=1e-6, weight_decay=0.0),
-    # RMSprop: decay 0.9 (Tieleman & Hinton 2012, lecture 6e), no momentum, uncentred
-    "rmsprop": dict(alpha=0.9, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0),
-    "adam": dict(betas=ADAM_BETAS, eps=1e-8, amsgrad=False, weight_decay=0.0),
-    # AdamW: decoupled decay 1e-2 (torch's default; Loshchilov & Hutter 2019 tune it per task)
-    "adamw": dict(betas=ADAM_BETAS, eps=1e-8, amsgrad=False, weight_decay=1e-2),
-    # Adamax: Kingma & Ba 2015 §7.1 betas
-    "adamax": dict(betas=ADAM_BETAS, eps=1e-8, weight_decay=0.0),
-    # Nadam: momentum schedule psi = 0.004 (Dozat 2016, as in torch)
-    "nadam": dict(betas=ADAM_BETAS, eps=1e-8, momentum_decay=4e-3, weight_decay=0.0),
-    # AMSGrad: Adam with the running max of v (Reddi et al. 2018); Adam's betas for a like-for-like pair
-    "amsgrad": dict(betas=ADAM_BETAS, eps=1e-8, amsgrad=True, weight_decay=0.0),
-    # AdaBound / AMSBound: final_lr 0.1, gamma 1e-3 (the authors' code defaults, Luo et al. 2019); L2 weight decay
-    # added to the gradient as in the authors' code (pytorch-optimizer's default would decouple it)
-    "adabound": dict(final_lr=0.1, gamma=1e-3, betas=ADAM_BETAS, eps=1e-8, weight_decay=0.0,
-                     weight_decouple=False, ams_bound=False),
-    "amsbound": dict(final_lr=0.1, gamma=1e-3, betas=ADAM_BETAS, eps=1e-8, weight_decay=0.0,
-                     weight_decouple=False, ams_bound=True),
-    # K-FAC: defaults and their sources live in pipeline/methods/kfac.py (the constructor's keyword defaults)
-    "kfac": dict(),
+# The settings that define a method (they are not options: plain `sgd` with momentum would be `momentum`). Every
+# other setting (betas, eps, momentum 0.9, AdaBound's final_lr, K-FAC's damping, ...) is given by the caller:
+# experiment 4 passes params.yaml's optimizers.optimizer_options, each value with its source there.
+IDENTITY: dict[str, dict] = {
+    "sgd": dict(momentum=0.0, nesterov=False), "momentum": dict(nesterov=False), "nesterov": dict(nesterov=True),
+    "adam": dict(amsgrad=False), "adamw": dict(amsgrad=False), "amsgrad": dict(amsgrad=True),
+    "adabound": dict(ams_bound=False), "amsbound": dict(ams_bound=True),
 }
-
-FIXED: dict[str, set[str]] = {  # options that would turn the method into another one
-    "sgd": {"momentum", "nesterov"}, "momentum": {"nesterov"}, "nesterov": {"nesterov"},
-    "adam": {"amsgrad"}, "adamw": {"amsgrad"}, "amsgrad": {"amsgrad"},
-    "adabound": {"ams_bound"}, "amsbound": {"ams_bound"},
-}
-
-KNOWN = tuple(DEFAULTS)
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
@@ -97,13 +62,20 @@ def _accepted_options(cls: type) -> set[str]:
     return {k for k, p in parameters.items() if k not in ("params", "lr") and p.kind is not p.VAR_KEYWORD}
 
 
+def _required_options(cls: type) -> set[str]:
+    """The options the class's constructor has no default for."""
+    parameters = inspect.signature(cls).parameters
+    return {k for k, p in parameters.items() if k not in ("params", "lr") and p.default is p.empty
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
 def build_optimizer(name: str, params: Iterable, lr: float, **options) -> torch.optim.Optimizer:
-    """An optimizer `name` over `params` at learning rate `lr`; `options` override the method's defaults.
+    """An optimizer `name` over `params` at learning rate `lr` with the settings `options` (see the module docstring).
 
     K-FAC needs the model to hook its layers: build_optimizer("kfac", params, lr, model=model, ...).
     """
-    if name not in DEFAULTS:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(KNOWN)}")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
         raise ValueError(f"optimizer {name!r}: lr must be a positive number, got {lr!r}")
     cls = optimizer_class(name)
@@ -111,11 +83,14 @@ def build_optimizer(name: str, params: Iterable, lr: float, **options) -> torch.
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(f"optimizer {name!r} does not take option(s) {unknown}; it takes {sorted(accepted)}")
-    fixed = sorted(set(options) & FIXED.get(name, set()))
+    fixed = sorted(set(options) & set(IDENTITY.get(name, {})))
     if fixed:
         raise ValueError(f"optimizer {name!r}: option(s) {fixed} are fixed by the method; pick another method name")
     if name == "kfac" and "model" not in options:
         raise ValueError("optimizer 'kfac' needs model=<the nn.Module whose layers it preconditions>")
+    missing = sorted(_required_options(cls) - set(options) - set(IDENTITY.get(name, {})))
+    if missing:
+        raise ValueError(f"optimizer {name!r} needs option(s) {missing}")
     if "betas" in options:
         options["betas"] = tuple(options["betas"])  # YAML gives lists; torch expects a tuple
-    return cls(params, lr=float(lr), **{**DEFAULTS[name], **options})
+    return cls(params, lr=float(lr), **{**IDENTITY.get(name, {}), **options})

@@ -13,8 +13,9 @@ IMAGE_MODELS = ("preresnet<6n+2>", "resnet20", "resnet18", "vgg11")
 def build_model(name: str, num_classes: int, widths=None, generator=None, width_fraction: float | None = None):
     """An image classifier with features()/head by name: preresnet<depth> (e.g. preresnet56), resnet20, resnet18,
     vgg11; at `widths` (default: the model's own), or at `width_fraction` of its default widths rounded to pairs
-    (pipeline.methods.growth.scaled_widths). `generator` seeds the initialisation (None: torch's global RNG)."""
+    (pipeline.models.widths.scaled_widths). `generator` seeds the initialisation (None: torch's global RNG)."""
     from . import preresnet, resnet, vgg
+    from .widths import scaled_widths
 
     builders = {"resnet20": resnet.ResNet20, "resnet18": resnet.ResNet18, "vgg11": vgg.VGG11}
     depth = name[len("preresnet"):] if name.startswith("preresnet") else None
@@ -23,8 +24,6 @@ def build_model(name: str, num_classes: int, widths=None, generator=None, width_
     if widths is not None and width_fraction is not None:
         raise ValueError(f"build_model {name!r}: give widths or width_fraction, not both")
     if width_fraction is not None:
-        from ..methods.growth import scaled_widths
-
         default = preresnet.DEFAULT_WIDTHS if depth else builders[name].DEFAULT_WIDTHS
         widths = scaled_widths(default, width_fraction)
     if depth:

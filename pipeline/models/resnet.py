@@ -15,7 +15,7 @@ ResNet-18 for CIFAR: the ImageNet ResNet-18's BasicBlocks [2, 2, 2, 2] with a 3x
 (the common CIFAR adaptation, e.g. kuangliu/pytorch-cifar), as used for CIFAR-100 in NOTES.md section 2.
 
 Widths are explicit so that a model at 1/4 width is the same class (`model.with_widths(...)`); growth
-(pipeline/methods/growth.py) reads `growth_layers()` and `width_groups()` to know which tensors grow together.
+(pipeline/experiments/growth/method.py) reads `growth_layers()` and `width_groups()` to know which tensors grow together.
 Interface shared with the other CIFAR models: `features(x) -> h [B, F]` and `head`, model(x) == head(features(x)).
 """
 from __future__ import annotations

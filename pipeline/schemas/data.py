@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Fraction, PositiveFloat, PositiveInt, Strict
+from .base import DATASET_KINDS, Fraction, PositiveFloat, PositiveInt, Strict
 
 _HASH = re.compile(r"^(sha256:[0-9a-f]{64}|md5:[0-9a-f]{32})$")
 
@@ -28,7 +28,7 @@ class Source(Strict):
 class Dataset(Strict):
     """A dataset the experiments train on. `files` name entries of `data.sources`."""
 
-    kind: Literal["ptb", "cifar10", "cifar100", "imagefolder"]  # image kinds: base.IMAGE_KINDS
+    kind: Literal[DATASET_KINDS]
     files: dict[str, str] = Field(default_factory=dict)  # role -> source file name (ptb: train/valid/test; cifar: archive)
     folder: str | None = None  # imagefolder only: a directory with train/<class>/*.png|jpg and test/<class>/*
     # Training subsets, name -> fraction of the training set (0 < f <= 1) or a whole number of samples (>= 2).
@@ -60,36 +60,36 @@ class Dataset(Strict):
 class SyntheticText(Strict):
     """PTB-like corpus sampled from a random sparse Markov chain (learnable, so perplexity visibly drops)."""
 
-    vocab_size: PositiveInt = 200  # a few hundred types, like the issue asks; "<eos>" is one of them
-    train_tokens: PositiveInt = 30000  # about a second of LSTM training per epoch at smoke size
-    valid_tokens: PositiveInt = 3000
-    test_tokens: PositiveInt = 3000
-    successors: PositiveInt = 5  # each word is followed by one of this many words: entropy ~ log(5)
-    sentence_length: PositiveInt = 12  # mean words per line before "<eos>"
+    vocab_size: PositiveInt  # word types; "<eos>" is one of them
+    train_tokens: PositiveInt
+    valid_tokens: PositiveInt
+    test_tokens: PositiveInt
+    successors: PositiveInt  # each word is followed by one of this many words: entropy ~ log(successors)
+    sentence_length: PositiveInt  # mean words per line before "<eos>"
 
 
 class SyntheticImages(Strict):
     """CIFAR-like images: a fixed random pattern per class plus Gaussian noise, uint8 N x 32 x 32 x 3."""
 
-    train_per_class: PositiveInt = 200  # 2,000 training images for 10 classes: 10% and 100 samples differ
-    test_per_class: PositiveInt = 30
-    noise: PositiveFloat = 0.35  # noise std relative to pattern contrast: hard enough that accuracy is not 100% at once
-    colour: float = Field(default=0.5, ge=0)  # std of a per-class mean colour: a cue tiny pooled CNNs learn in seconds
-    cifar100_classes: PositiveInt = 20  # the synthetic stand-in for CIFAR-100: more classes than CIFAR-10, fast enough for smoke
+    train_per_class: PositiveInt
+    test_per_class: PositiveInt
+    noise: PositiveFloat  # noise std relative to the class pattern's contrast
+    colour: float = Field(ge=0)  # std of a per-class mean colour (pattern units)
+    cifar100_classes: PositiveInt  # classes of the synthetic stand-in for CIFAR-100
 
 
 class Synthetic(Strict):
-    text: SyntheticText = SyntheticText()
-    images: SyntheticImages = SyntheticImages()
+    text: SyntheticText
+    images: SyntheticImages
 
 
 class Data(Strict):
-    root: str = "data"  # raw downloads (data/raw), prepared arrays (data/prepared), subsets (data/subsets)
-    mirror: str | None = None  # a directory holding source files by name; PIPELINE_DATA_MIRROR overrides
-    download_retries: int = Field(default=2, ge=0)  # a corrupt or truncated download is fetched again this often
+    root: str  # raw downloads (data/raw), prepared arrays (data/prepared), subsets (data/subsets)
+    mirror: str | None  # a directory holding source files by name; PIPELINE_DATA_MIRROR overrides
+    download_retries: int = Field(ge=0)  # a corrupt or truncated download is fetched again this often
     sources: dict[str, Source]
     datasets: dict[str, Dataset]
-    synthetic: Synthetic = Synthetic()
+    synthetic: Synthetic
 
     @model_validator(mode="after")
     def _files_are_sources(self) -> "Data":

@@ -1,7 +1,8 @@
 """Image-classifier training on a CIFAR (sub)set held as one tensor on the device (no DataLoader).
 
     ImageData.load(prepared_dir, subset_file, device) -> uint8 subset + test set on the device
-    fit(run, model, optimizer, scheduler, data, policy, loop)   -> one epoch at a time: train_epoch + evaluate
+    fit(run, model, optimizer, scheduler, data, policy, loop, seed_gens, hook=None)
+                                                           -> one epoch at a time: train_epoch + evaluate
 
 A step: the policy says how many samples to draw; the stream gives that many *global* training indices (a fresh
 permutation of the subset per pass; a batch larger than the subset reads on into the next passes: ImageLoop's
@@ -87,7 +88,7 @@ class ImageData:
         return local
 
 
-OVERSIZE_BATCH = ("wrap",)  # how a batch larger than the subset is drawn (ImageLoop.oversize_batch)
+from ..schemas.base import OVERSIZE_BATCH  # noqa: E402  (how a batch larger than the subset is drawn)
 
 
 class IndexStream:
@@ -167,11 +168,11 @@ class FixedBatch:
 class ImageLoop:
     epochs: int
     samples_per_epoch: int  # samples drawn per epoch (the subset size, unless an experiment equalises steps)
-    eval_every: int = 1  # evaluate on the test split every k epochs (and always after the last)
-    eval_batch: int = 500
-    augment: bool = True
-    clip_grad_norm: float | None = None
-    forward_flops: int = 0  # forward FLOPs of one sample; a step costs forward_flops x the policy's forward passes
+    eval_every: int  # evaluate on the test split every k epochs (and always after the last)
+    eval_batch: int  # test images per evaluation forward
+    augment: bool  # random crop (pad 4) + horizontal flip of every training batch
+    clip_grad_norm: float | None = None  # None: no clipping
+    forward_flops: int = 0  # forward FLOPs of one sample (0: not counted); a step costs it x the policy's passes
     oversize_batch: str = "wrap"  # a batch larger than the subset: IndexStream's only mode, see its docstring
 
 
@@ -217,21 +218,32 @@ def evaluate(model, data: ImageData, batch: int = 500) -> dict:
     return {"test_acc": correct / len(data.test_y), "test_loss": loss / len(data.test_y)}
 
 
-def fit(run: Run, model, optimizer, scheduler, data: ImageData, policy, loop: ImageLoop, seed_gens: dict) -> None:
-    """Train for loop.epochs, evaluating every loop.eval_every epochs, checkpointing every epoch."""
+def fit(run: Run, model, optimizer, scheduler, data: ImageData, policy, loop: ImageLoop, seed_gens: dict,
+        hook=None) -> None:
+    """Train for loop.epochs, evaluating every loop.eval_every epochs, checkpointing every epoch.
+
+    `hook` (optional) changes the network between epochs (the growth experiment). It then owns the model, the
+    optimizer and the scheduler (they are checkpointed through its state_dict) and has
+        before_epoch(run, loop) -> (model, optimizer, scheduler) to train this epoch with (work that counts as
+                                   training it does under run.training(); it may set loop.forward_flops)
+        epoch_stats(stats) -> extra history columns, from train_epoch's stats of the epoch
+    """
     stream = IndexStream(data.global_index, seed_gens["data_order"], loop.oversize_batch)
     aug_gen = seed_gens["augment"]
     seen = torch.zeros(len(data.y), dtype=torch.bool, device=data.x.device)
-    objects = {"model": model, "optimizer": optimizer, "stream": stream, "policy": policy,
-               "augment": GeneratorState(aug_gen), "seen": TensorState(seen)}
-    if scheduler is not None:
-        objects["scheduler"] = scheduler
+    owned = {"hook": hook} if hook is not None else {"model": model, "optimizer": optimizer}
+    if hook is None and scheduler is not None:
+        owned["scheduler"] = scheduler
+    objects = {**owned, "stream": stream, "policy": policy, "augment": GeneratorState(aug_gen),
+               "seen": TensorState(seen)}
     run.total_epochs = loop.epochs
-    run.resume(objects)
+    run.resume(objects)  # a hook first rebuilds what its checkpoint describes, then loads it
     totals = {"samples": 0, "flops": 0}
     if run.history:
         totals = {k: run.history[-1][k] for k in totals}
     while not run.done and run.epoch < loop.epochs:
+        if hook is not None:
+            model, optimizer, scheduler = hook.before_epoch(run, loop)
         lr = optimizer.param_groups[0]["lr"]  # the lr of the epoch's first step (schedules move it per step)
         try:
             with run.training():
@@ -243,6 +255,7 @@ def fit(run: Run, model, optimizer, scheduler, data: ImageData, policy, loop: Im
         last = run.epoch + 1 == loop.epochs
         evaluated = evaluate(model, data, loop.eval_batch) if last or (run.epoch + 1) % loop.eval_every == 0 else {}
         row = {"train_loss": stats["train_loss"], **evaluated, "lr": lr,
-               "batch_size": stats["batch_size"], "steps": stats["steps"], **policy.epoch_stats(), **totals}
+               "batch_size": stats["batch_size"], "steps": stats["steps"], **policy.epoch_stats(),
+               **(hook.epoch_stats(stats) if hook is not None else {}), **totals}
         run.end_epoch(row, objects, done=last)
     run.distinct_samples = int(seen.sum().item())

@@ -101,12 +101,12 @@ class LMLoop:
     epochs: int
     batch_size: int
     clip_grad_norm: float | None  # gradient-norm clipping threshold (None: no clipping)
-    loss_reduction: str = "mean"  # "mean" per token, or "sum_over_block" (mean x block length; SGD only)
-    lr_block_scaling: str = "none"  # "none", or "linear": the epoch's lr x block / lr_reference_block
-    lr_reference_block: int = 16  # the block at which the configured lr applies unscaled
-    eval_batch_size: int = 10  # evaluation streams (eval_streams); every token after the first scored once
-    eval_block: int = 35  # the evaluation chunk; it changes nothing but speed (state carries across chunks)
-    flops_per_token: int = 0  # analytic training FLOPs per token
+    loss_reduction: str  # "mean" per token, or "sum_over_block" (mean x block length; SGD only)
+    lr_block_scaling: str  # "none", or "linear": the epoch's lr x block / lr_reference_block
+    lr_reference_block: int  # the block at which the configured lr applies unscaled
+    eval_batch_size: int  # evaluation streams (eval_streams); every token after the first scored once
+    eval_block: int  # the evaluation chunk; it changes nothing but speed (state carries across chunks)
+    flops_per_token: int = 0  # analytic training FLOPs per token (0: not counted)
 
 
 def lr_factor(loop: LMLoop, block: int) -> float:

@@ -1,6 +1,7 @@
 """Start a run safely: refuse to overwrite finished results of another config, and check the data's kind.
 
-Experiment modules call `start_run(...)` and then a loop's `fit(...)`; `finish_run(...)` writes the run files.
+Experiments call `Job.start(...)` (pipeline/train/jobs.py: `start_run`) and then a loop's `fit(...)`;
+`finish_run(...)` writes the run files.
 A run's identity (its config hash: checkpoint name, conflict check) includes `input_digests(...)`, the sha256 of
 every data file it reads and a digest of the training code, so that a checkpoint written before the data or the
 code changed is never resumed as if it were this run's.
@@ -41,15 +42,13 @@ def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def input_digests(files: list[Path]) -> dict:
-    """{"data": {path: sha256}, "code": digest of the training code} for the files a run reads."""
-    from ..dag import train_code_digest
-
+def input_digests(files: list[Path], code: str) -> dict:
+    """{"data": {path: sha256}, "code": `code`, the digest of the training code} for the files a run reads."""
     data = {}
     for f in files:
         st = Path(f).stat()
         data[str(f)] = _file_sha256(str(f), st.st_mtime_ns, st.st_size)
-    return {"data": data, "code": train_code_digest()}
+    return {"data": data, "code": code}
 
 
 def prepared_files(prepared_dir: Path) -> list[Path]:

@@ -5,11 +5,12 @@ From a model at about 1/4 of its target widths, a schedule fixed in advance grow
 growth step keeps the network's function and the optimizer's state. Variance transfer rescales the weights whose
 fan-in grew; LR adaptation gives the parameters created at each growth stage their own learning-rate multiplier.
 
-    schedule = GrowthSchedule(full_widths=(16, 32, 64), total_epochs=160)      (pipeline.methods.growth_schedule)
-    new_model, step = grow(model, widths, "variance_transfer", generator, base_widths=schedule.stage_widths()[0])
-    carry_optimizer_state(optimizer, model, new_model, step)   in place: old entries keep their state, new get 0
+    schedule = GrowthSchedule((16, 32, 64), 160, 8, 0.25, None, 1.2)           (schedule.py)
+    new_model, step = grow(model, widths, "variance_transfer", generator, variance_factor="linear",
+                           base_widths=schedule.stage_widths()[0], init_fan="in", net2net_noise=0.0)
+    carry_optimizer_state(optimizer, model, new_model, step, rescale_state=True)   in place; new entries get 0
     masks = extend_stage_masks(masks, new_model, step, stage=k)  the growth stage that created every entry
-    multipliers = lr_multipliers(new_model, masks)             recompute at each growth (and every epoch start)
+    multipliers = lr_multipliers(new_model, masks, scope="global", include_head=True)   at each growth (epoch)
     factors = extend_lr_compensation(factors, new_model, step)  optional: s^2 LR for weights rescaled before a BN
     scaled_step(optimizer, new_model, multipliers)             optimizer.step() with per-entry LR multipliers
     pipeline.models.flops.schedule_flops(build, widths, epochs, samples)   a schedule's training FLOPs
@@ -26,8 +27,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.models import build_model  # noqa: F401  (re-exported: the growable models by name)
-from .growth_schedule import GrowthSchedule, growth_epochs, scaled_widths, stage_widths  # noqa: F401  (re-exported)
 
 # ---------------------------------------------------------------- configuration
 
@@ -56,8 +55,8 @@ def old_block(shape: tuple[int, ...]) -> tuple[slice, ...]:
 
 
 def grow(model: nn.Module, new_widths: tuple[int, ...], mode: str, generator: torch.Generator, *,
-         variance_factor: str = "linear", base_widths: tuple[int, ...] | None = None, init_fan: str = "in",
-         net2net_noise: float = 0.0) -> tuple[nn.Module, GrowthStep]:
+         variance_factor: str, base_widths: tuple[int, ...] | None, init_fan: str,
+         net2net_noise: float) -> tuple[nn.Module, GrowthStep]:
     """A new model at `new_widths` computing the same function as `model` (eval mode: BN running statistics;
     train mode: batch statistics), and the GrowthStep mapping old parameters into it. A group of units that grows
     (model.width_groups(); a stage's residual stream is one group: stem or projection shortcut and every conv2
@@ -208,7 +207,7 @@ def _net2net_norm(bn, src):
 # ---------------------------------------------------------------- optimizer state across a growth
 
 def carry_optimizer_state(optimizer: torch.optim.Optimizer, old_model: nn.Module, new_model: nn.Module,
-                          step: GrowthStep, rescale_state: bool = True) -> torch.optim.Optimizer:
+                          step: GrowthStep, rescale_state: bool) -> torch.optim.Optimizer:
     """Point `optimizer` at new_model's parameters, in place (so an attached LR scheduler keeps working), and
     carry its state: every per-entry state tensor (momentum buffer, Adam moments) is copied into the old block
     of a zero tensor of the new shape, so new units start with zero state. Scalars (Adam's step) are kept.
@@ -254,13 +253,13 @@ def extend_stage_masks(masks: dict[str, torch.Tensor], new_model: nn.Module, ste
     return out
 
 
-def lr_multipliers(model: nn.Module, masks: dict[str, torch.Tensor], scope: str = "global",
-                   include_head: bool = True) -> dict[str, torch.Tensor]:
+def lr_multipliers(model: nn.Module, masks: dict[str, torch.Tensor], scope: str,
+                   include_head: bool) -> dict[str, torch.Tensor]:
     """Parameter name -> float tensor of its shape: the LR multiplier of each entry, eta_t / eta_0 =
     ||W_dt||_F / ||W_0||_F for the entries created at stage t (growingnet wiki's summary of the paper's LR
     adaptation; stage 0 gets 1). Norms are over conv/linear weights (>= 2-D); BN affine and bias entries take
     the multiplier of their stage.
-    scope "global" (default; the paper's W_dt is the sub-network of stage t across the whole net): one ratio per
+    scope "global" (the paper's W_dt is the sub-network of stage t across the whole net): one ratio per
     stage over all weights. "layer": each weight tensor's own ratios (1-D parameters keep the global ones).
     include_head False (params growth.method.lr_include_head): the classifier `head` is left out of the norms
     and keeps multiplier 1. Parameters with only stage-0 entries are left out (multiplier 1). Recompute at each
@@ -285,7 +284,7 @@ def lr_multipliers(model: nn.Module, masks: dict[str, torch.Tensor], scope: str 
 
 
 def stage_multipliers(model: nn.Module, masks: dict[str, torch.Tensor], multipliers: dict[str, torch.Tensor],
-                      include_head: bool = True) -> list[float | None]:
+                      include_head: bool) -> list[float | None]:
     """Every stage's LR multiplier, stages 0..max(masks): the mean over the conv/linear weight entries that
     stage created (in scope "global" they all share one value; the head only with include_head, as in
     lr_multipliers); None for a stage that created no such weight."""

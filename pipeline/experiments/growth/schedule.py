@@ -1,8 +1,8 @@
-"""The growth schedule of pipeline.methods.growth (Yuan, Savarese & Maire, NeurIPS 2023; NOTES.md section 2):
-the widths of every stage and the epochs at which the growths happen, as pure functions of the full widths and the
-training budget.
+"""The growth schedule of method.py (Yuan, Savarese & Maire, NeurIPS 2023; NOTES.md section 2): the widths of every
+stage and the epochs at which the growths happen, as pure functions of the full widths and the training budget.
 
-    schedule = GrowthSchedule(full_widths=(16, 32, 64), total_epochs=160)
+    schedule = GrowthSchedule((16, 32, 64), total_epochs=160, num_growths=8, start_fraction=0.25, growth_ratio=None,
+                              stage_length_ratio=1.2)
     schedule.stage_widths()   -> [(4, 8, 16), (4, 10, 20), ..., (16, 32, 64)]     widths of stages 0..G
     schedule.growth_epochs()  -> [e_1, ..., e_G]      growth k happens after e_k completed epochs
 """
@@ -11,22 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-START_FRACTION = 0.25        # "from about 1/4 of the target width" (NOTES.md section 2)
-NUM_GROWTHS = 8              # "8 growth steps" (NOTES.md section 2)
-STAGE_LENGTH_RATIO = 1.2     # "stage lengths growing by about 20% each" (NOTES.md section 2); 1.0: fixed intervals
+from ...models.widths import scaled_widths
 
 
-def scaled_widths(full_widths: tuple[int, ...], fraction: float) -> tuple[int, ...]:
-    """`fraction` of every width, rounded so that full - width is even (growth adds whole pairs of units) and
-    at least one pair (one unit for an odd full width). E.g. ((16, 32, 64), 0.25) -> (4, 8, 16)."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"width fraction must be in (0, 1], got {fraction!r}")
-    nearest = lambda full: full - 2 * math.floor((full - full * fraction) / 2 + 0.5)  # same parity as full
-    return tuple(max(nearest(full), 2 - full % 2) for full in full_widths)
-
-
-def stage_widths(full_widths: tuple[int, ...], num_growths: int = NUM_GROWTHS, start_fraction: float | None = None,
-                 growth_ratio: float | None = None) -> list[tuple[int, ...]]:
+def stage_widths(full_widths: tuple[int, ...], num_growths: int, start_fraction: float | None,
+                 growth_ratio: float | None) -> list[tuple[int, ...]]:
     """Widths of stages 0..num_growths, geometric from `start_fraction` of full width to exactly full width.
 
     The sources' numbers do not add up: 1/4 * 1.2**8 = 1.07. Our choice: give one of start fraction and growth
@@ -35,22 +24,20 @@ def stage_widths(full_widths: tuple[int, ...], num_growths: int = NUM_GROWTHS, s
     narrow group may skip a step where 19% of it is less than a pair; the last stage is exactly full width.
     """
     full = tuple(int(w) for w in full_widths)
-    if start_fraction is not None and growth_ratio is not None:
-        raise ValueError("give start_fraction or growth_ratio, not both (start * ratio**num_growths must be 1)")
+    if (start_fraction is None) == (growth_ratio is None):
+        raise ValueError("give one of start_fraction and growth_ratio (start * ratio**num_growths must be 1)")
     if not isinstance(num_growths, int) or num_growths < 0:
         raise ValueError(f"num_growths must be a non-negative int, got {num_growths!r}")
     if num_growths == 0:
         return [full]
-    start = growth_ratio ** -num_growths if growth_ratio is not None else (
-        START_FRACTION if start_fraction is None else start_fraction)
+    start = growth_ratio ** -num_growths if growth_ratio is not None else start_fraction
     if not 0 < start <= 1:
         raise ValueError(f"start width fraction must be in (0, 1] (growth_ratio > 1), got {start!r}")
     ratio = start ** (-1.0 / num_growths)
     return [scaled_widths(full, min(1.0, start * ratio ** k)) for k in range(num_growths)] + [full]
 
 
-def growth_epochs(total_epochs: int, num_growths: int = NUM_GROWTHS,
-                  stage_length_ratio: float = STAGE_LENGTH_RATIO) -> list[int]:
+def growth_epochs(total_epochs: int, num_growths: int, stage_length_ratio: float) -> list[int]:
     """Epoch boundaries of the growths: growth k (1..G) happens after growth_epochs[k-1] completed epochs.
 
     Stage k lasts about L0 * ratio**k epochs, the G + 1 stages summing to total_epochs (ratio 1: equal stages);
@@ -77,10 +64,10 @@ class GrowthSchedule:
 
     full_widths: tuple[int, ...]
     total_epochs: int
-    num_growths: int = NUM_GROWTHS
-    start_fraction: float | None = None   # None and growth_ratio None: START_FRACTION
-    growth_ratio: float | None = None     # alternative to start_fraction; start = growth_ratio ** -num_growths
-    stage_length_ratio: float = STAGE_LENGTH_RATIO
+    num_growths: int
+    start_fraction: float | None  # stage-0 width / full width (or None and growth_ratio)
+    growth_ratio: float | None  # alternative to start_fraction; start = growth_ratio ** -num_growths
+    stage_length_ratio: float  # stage k lasts ~ L0 * ratio ** k epochs; 1.0: equal stages
 
     def stage_widths(self) -> list[tuple[int, ...]]:
         return stage_widths(self.full_widths, self.num_growths, self.start_fraction, self.growth_ratio)

@@ -14,46 +14,40 @@ The EMAs then take the chosen subset's M and G, and every `window` steps the bat
 within [10, 1000] (paper "Experiments") from statistics of the chosen margins (paper: "we look at margin-based
 loss statistics directly to make the decision, not at the historical number of gradients chosen").
 
-Where the paper is silent the choice is ours, a parameter of `EDBAConfig` (params.yaml `edba:` variants):
+The settings (schema.EDBAConfig; every value and the reason for it in params.yaml `edba.edba`; the initial batch
+is the baseline's train.batch_size) and what each one does:
 
-  option               default         reason
-  initial_batch        100             paper "Experiments"
-  min_batch, max_batch 10, 1000        paper "Experiments" (1000 "adjustable depending on the hardware")
-  num_candidates       64              scoring costs n_cand*B^2 flops (<1% of a step); more only refines the argmin
-  subset_sizes         "uniform_size"  size ~ U{max(min_batch, ceil(min_subset_frac*B))..B}, uniform members: small
-                                       to full subsets ("bernoulli", all subsets equally likely, puts ~all sizes at
-                                       B/2 +- sqrt(B)/2: never mostly kept or mostly dropped); >= min_batch rows
-  min_subset_frac      0.1             at B=100 the smallest subset is 10, the paper's smallest batch
-  include_full_batch   True            the plain full-batch step is always on offer (candidate 0, wins ties)
-  ema_decay            0.9             ~10-step memory: M - M_ema follows the recent trend, not one batch's noise
-  denominator_guard    "clamp"         |G - G_ema| < guard_eps is replaced by +-guard_eps (sign kept, 0 -> +) so
-                                       0/0 cannot give NaN; a tiny denominator gives a huge margin, so that
-                                       candidate loses anyway ("exclude": margin = inf, all excluded -> candidate 0)
-  guard_eps            1e-6            below float32 resolution of a gradient norm of order 1
-  grad_metric          "norm_of_mean"  paper: mixed directions shrink "the norm of the mean of the gradients";
-                                       "mean_of_norms" = (1/|S|) sum_i ||g_i|| is the other reading
-  model_metric         "batch"         paper: M is "the loss of the model calculated for the current batch" and "the
-                                       gradient metric is the only one that can change"; "subset" = mean loss of S
-  batch_rule           "margin"        median over the window of the signed margin of the chosen subset,
-                                       s = (dG - dM) / |dG| (|s| = margin, s > 0: even the best subset's gradient
-                                       norm is above the target G_ema + dM). s > tol: grow (larger subsets average
-                                       more, lowering G); s < -tol: shrink. "kept_fraction" = DBA's rule: mean kept
-                                       fraction < kept_low: shrink, > kept_high: grow
-  window               20              steps per decision: the median of 20 resists single outliers of the ratio
-  margin_tolerance     0.5             a best subset that misses the target change by half of |dG| or more
-  kept_low, kept_high  0.5, 0.9        only for batch_rule "kept_fraction"
-  factor               1.5             multiplicative; 10 -> 1000 in about 11 decisions
-  forward              "two_pass"      the paper's order ("those samples are thereafter taken and used in an usual
-                                       forward and backpropagation step"): a no-grad selection forward (BN buffers
-                                       restored, so it leaves no trace), then forward/backward on the kept rows.
-                                       "shared": one forward with grad over the batch feeds the selection and the
-                                       kept rows' loss (cost = baseline step + the Gram), but BatchNorm statistics
-                                       then include the dropped rows and the kept rows' gradient flows through them.
-                                       Step time / baseline (benchmarks/edba_step_time.py, PreResNet-56, batch 100,
-                                       CPU, 1 thread, 20 rounds, two runs): two_pass 1.05-1.12x at 70% kept, and
-                                       1.33-1.37x when all is kept, missing the 1.10x target; shared 0.99-1.02x.
-                                       Gradient cosine shared vs two-pass, half a batch: 0.77 (0.04 between halves).
-  oversize batch       params edba.train.oversize_batch "wrap": read on into fresh permutations (image.IndexStream)
+  min_batch, max_batch  bounds of the batch size (paper "Experiments": 10 and 1000)
+  num_candidates        random candidate subsets scored per step (the cost is n_cand x B^2 flops)
+  subset_sizes          "uniform_size": size ~ U{max(min_batch, ceil(min_subset_frac*B))..B}, uniform members;
+                        "bernoulli": every row kept with probability 1/2 (all subsets equally likely: sizes near B/2),
+                        topped up to min_batch rows
+  min_subset_frac       smallest candidate as a fraction of the batch ("uniform_size")
+  include_full_batch    candidate 0 is the whole batch (and wins ties)
+  ema_decay             decay of the exponential running averages of the chosen M and G
+  denominator_guard     "clamp": |G - G_ema| < guard_eps becomes +-guard_eps (sign kept, 0 -> +), so 0/0 cannot give
+                        NaN and a tiny denominator gives a huge margin; "exclude": margin = inf (all excluded ->
+                        candidate 0)
+  grad_metric           "norm_of_mean": ||mean of the subset's gradients|| (paper: mixed directions shrink "the norm
+                        of the mean of the gradients"); "mean_of_norms": (1/|S|) sum_i ||g_i||
+  model_metric          "batch": M is the loss of the whole batch (paper: "the gradient metric is the only one that can
+                        change"); "subset": the mean loss of S
+  batch_rule            "margin": median over the window of the chosen subset's signed margin s = (dG - dM) / |dG|
+                        (|s| = margin; s > 0: even the best subset's gradient norm is above the target G_ema + dM);
+                        s > margin_tolerance: grow (larger subsets average more, lowering G); s < -tol: shrink.
+                        "kept_fraction": DBA's rule, mean kept fraction < kept_low: shrink, > kept_high: grow
+  window                steps per grow/shrink decision
+  factor                multiplicative change of the batch at a decision
+  forward               "two_pass": the paper's order ("those samples are thereafter taken and used in an usual
+                        forward and backpropagation step"): a no-grad selection forward (BN buffers restored, so it
+                        leaves no trace), then forward/backward on the kept rows. "shared": one forward with grad
+                        over the batch feeds the selection and the kept rows' loss (cost = baseline step + the Gram),
+                        but BatchNorm statistics then include the dropped rows and the kept rows' gradient flows
+                        through them. Step time / baseline (benchmarks/edba_step_time.py, PreResNet-56, batch 100,
+                        CPU, 1 thread, 20 rounds, two runs): two_pass 1.05-1.12x at 70% kept, and 1.33-1.37x when all
+                        is kept, missing the 1.10x target; shared 0.99-1.02x. Gradient cosine shared vs two-pass,
+                        half a batch: 0.77 (0.04 between halves).
+  (oversize batches: params edba.train.oversize_batch "wrap": read on into fresh permutations, image.IndexStream)
 
 Shapes: B batch, F features, C classes, n candidate subsets. Randomness: only the `torch.Generator` given to
 `EDBA` (masks are drawn on its device, then moved to the batch's device).
@@ -62,63 +56,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-# ---- configuration ----------------------------------------------------------------------------------------------
-_CHOICES = {"subset_sizes": ("uniform_size", "bernoulli"), "denominator_guard": ("clamp", "exclude"),
-            "grad_metric": ("norm_of_mean", "mean_of_norms"), "model_metric": ("batch", "subset"),
-            "batch_rule": ("margin", "kept_fraction"), "forward": ("shared", "two_pass")}
-
-
-@dataclass
-class EDBAConfig:
-    """Every knob of EDBA; see the module docstring for each default's reason."""
-
-    initial_batch: int = 100
-    min_batch: int = 10
-    max_batch: int = 1000
-    num_candidates: int = 64
-    subset_sizes: str = "uniform_size"
-    min_subset_frac: float = 0.1
-    include_full_batch: bool = True
-    ema_decay: float = 0.9
-    denominator_guard: str = "clamp"
-    guard_eps: float = 1e-6
-    grad_metric: str = "norm_of_mean"
-    model_metric: str = "batch"
-    batch_rule: str = "margin"
-    window: int = 20
-    margin_tolerance: float = 0.5
-    kept_low: float = 0.5
-    kept_high: float = 0.9
-    factor: float = 1.5
-    forward: str = "two_pass"
-
-    def __post_init__(self):
-        for key, allowed in _CHOICES.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"edba.{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        if not 1 <= self.min_batch <= self.initial_batch <= self.max_batch:
-            raise ValueError(f"edba batch sizes need 1 <= min_batch <= initial_batch <= max_batch, got "
-                             f"{self.min_batch}, {self.initial_batch}, {self.max_batch}")
-        checks = {"num_candidates": self.num_candidates >= 1, "min_subset_frac": 0 < self.min_subset_frac <= 1,
-                  "ema_decay": 0 <= self.ema_decay < 1, "guard_eps": self.guard_eps > 0, "window": self.window >= 1,
-                  "margin_tolerance": self.margin_tolerance >= 0, "factor": self.factor > 1,
-                  "kept_low": 0 <= self.kept_low <= self.kept_high <= 1}
-        for key, ok in checks.items():
-            if not ok:
-                raise ValueError(f"edba.{key} is out of range: {getattr(self, key)!r}")
-
-    @classmethod
-    def from_dict(cls, options: dict) -> "EDBAConfig":
-        unknown = set(options) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown edba option(s): {sorted(unknown)}")
-        return cls(**options)
+from .schema import EDBAConfig
 
 
 @dataclass
@@ -192,9 +135,12 @@ def margin_losses(model_metric, grad_metric: torch.Tensor, model_ema: float, gra
 class EDBA:
     """Chooses the subset of each batch and adapts the batch size; its whole state is in state_dict()."""
 
-    def __init__(self, cfg: EDBAConfig, generator: torch.Generator):
-        self.cfg, self.generator = cfg, generator
-        self.batch_size = cfg.initial_batch
+    def __init__(self, cfg: EDBAConfig, generator: torch.Generator, initial_batch: int):
+        if not cfg.min_batch <= initial_batch <= cfg.max_batch:
+            raise ValueError(f"edba: initial batch {initial_batch} is outside [min_batch, max_batch] = "
+                             f"[{cfg.min_batch}, {cfg.max_batch}]")
+        self.cfg, self.generator, self.initial_batch = cfg, generator, initial_batch
+        self.batch_size = initial_batch
         self.model_ema: float | None = None  # EMAs of the chosen subsets' M and G; None until the first step
         self.grad_ema: float | None = None
         self.window: list[tuple[float, float]] = []  # (signed margin, kept fraction) since the last decision
@@ -251,10 +197,13 @@ class EDBA:
 
     def state_dict(self) -> dict:
         return {"batch_size": self.batch_size, "model_ema": self.model_ema, "grad_ema": self.grad_ema,
-                "window": list(self.window), "generator": self.generator.get_state(), "config": asdict(self.cfg)}
+                "window": list(self.window), "generator": self.generator.get_state(), "config": self._config()}
+
+    def _config(self) -> dict:
+        return {**self.cfg.model_dump(), "initial_batch": self.initial_batch}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["config"] != asdict(self.cfg):
+        if state["config"] != self._config():
             raise ValueError("edba checkpoint was written with a different EDBAConfig; refusing to resume")
         self.batch_size, self.model_ema, self.grad_ema = state["batch_size"], state["model_ema"], state["grad_ema"]
         self.window = [tuple(w) for w in state["window"]]
@@ -269,8 +218,9 @@ class EDBASampler:
     calls it on the selection forward) and sets the next batch size.
     """
 
-    def __init__(self, cfg: EDBAConfig, generator: torch.Generator, head_bias: bool = True):
-        self.edba, self.head_bias = EDBA(cfg, generator), head_bias  # head_bias: does the head nn.Linear have b?
+    def __init__(self, cfg: EDBAConfig, generator: torch.Generator, initial_batch: int, head_bias: bool = True):
+        self.edba = EDBA(cfg, generator, initial_batch)
+        self.head_bias = head_bias  # does the head nn.Linear have a bias?
         self.last: Selection | None = None
         self._stats = self._fresh_stats()
 

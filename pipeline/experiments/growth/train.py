@@ -1,17 +1,18 @@
 """Experiment 3: incrementally growing networks with variance transfer and LR adaptation (NOTES.md section 2).
 
-    params.growth + variant `<mode>-<dataset>` + seed --> a plan (widths per stage, growth epochs)
-        --> a network at stage-0 widths, SGD + cosine schedule --> epochs; at each growth epoch the network is
-        grown (pipeline.methods.growth) with the optimizer carried in place --> results/runs/growth/<variant>/seed<k>/
+    params.yaml growth (variant `<mode>-<dataset>`, seed) + --data <prepared> --> a plan (widths per stage, growth
+        epochs) --> a network at stage-0 widths, SGD + cosine schedule --> pipeline.train.image.fit, whose
+        before-epoch hook grows the network (method.py) with the optimizer carried in place
+        --> results/runs/growth/<variant>/seed<k>/
 
-Modes (params.yaml growth.modes): fixed_full (the baseline), fixed_small (the lower bound: stage-0 widths
+Modes (params.yaml growth.grid.axes.mode): fixed_full (the baseline), fixed_small (the lower bound: stage-0 widths
 throughout), grow_random (growing only), grow_vt (+ variance transfer), grow_vt_lr (+ LR adaptation: the method),
-net2net (Net2WiderNet copies). Every mode runs through the same driver, so their wall-clock times compare.
+net2net (Net2WiderNet copies). Every mode runs through the same image loop, so their wall-clock times compare.
 
-The driver is its own (the model changes between epochs) and is built from the image loop's pieces: train_epoch,
-evaluate, IndexStream, FixedBatch, ImageData, and the Run API. What changes shape at a growth (the model, the
-optimizer with its scheduler, the stage masks) lives in one checkpointed object, `Growing`, whose state records
-its stage, so that a resumed run first rebuilds the network at that stage's widths and only then loads weights.
+What changes shape at a growth (the model, the optimizer with its scheduler, the stage masks) lives in one
+object, `Growing`, the loop's hook: it grows the network at the start of an epoch (timed as training) and its
+state records its stage, so that a resumed run first rebuilds the network at that stage's widths and only then
+loads weights.
 
 History adds per epoch: stage, width (channels / full-width channels), params, epoch_flops (analytic: 3 x forward
 FLOPs of the current widths per sample), lr_multiplier_s<k> for every stage k of the plan (stage k's
@@ -22,31 +23,23 @@ final_widths, full_widths, stage_widths, growth_epochs, parameters, full_width_p
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from ..methods.growth import (GrowthSchedule, carry_optimizer_state, extend_lr_compensation, extend_stage_masks,
-                              grow, initial_stage_masks, lr_multipliers, scaled_step, stage_multipliers)
-from ..methods.lr_schedules import build_scheduler
-from ..models.flops import TRAIN_TO_FORWARD, conv_linear_flops
-from ..schemas.growth import Growth, Resolved
-from ..seeding import generator
-from ..train import runner
-from ..train.engine import Diverged, GeneratorState, TensorState
-from ..train.image import FixedBatch, ImageLoop, IndexStream, evaluate, train_epoch
-from .common import build_model, image_data, spec_for
+from ...methods.lr_schedules import build_scheduler
+from ...models import build_model
+from ...models.flops import TRAIN_TO_FORWARD, conv_linear_flops
+from ...seeding import generator
+from ...train import image, runner
+from ...train.jobs import Job
+from .method import (carry_optimizer_state, extend_lr_compensation, extend_stage_masks, grow, initial_stage_masks,
+                     lr_multipliers, scaled_step, stage_multipliers)
+from .schedule import GrowthSchedule
+from .schema import Settings
 
-EXPERIMENT = "growth"
-
-
-# ---------------------------------------------------------------------------------------------- identity
-def describe(section: Growth, variant: str) -> dict:
-    mode, dataset = section.split(variant)
-    return {"method": mode, "dataset": dataset, "subset": None}
+METRIC, MODE = "test_acc", "max"  # judged on final test accuracy (a fraction)
 
 
 # ---------------------------------------------------------------------------------------------- the plan
@@ -62,9 +55,9 @@ class Plan:
         return sum(1 for e in self.growth_epochs if e <= epoch)
 
 
-def plan_for(cfg: Resolved) -> Plan:
+def plan_for(cfg: Settings) -> Plan:
     full = tuple(cfg.full_widths)
-    if cfg.schedule is None:  # fixed full width
+    if cfg.growth == "none" and cfg.width == "full":  # fixed full width: the schedule does not matter
         return Plan([full], [])
     s = cfg.schedule
     schedule = GrowthSchedule(full, cfg.train.epochs, s.num_growths, s.start_fraction, s.growth_ratio,
@@ -74,23 +67,26 @@ def plan_for(cfg: Resolved) -> Plan:
     return Plan(schedule.stage_widths(), schedule.growth_epochs())
 
 
-def steps_per_epoch(cfg: Resolved, train_size: int) -> int:
+def steps_per_epoch(cfg: Settings, train_size: int) -> int:
     """Iterations per epoch: a whole number of batches covering samples_per_epoch (the image loop's rule)."""
     return math.ceil((cfg.train.samples_per_epoch or train_size) / cfg.train.batch_size)
 
 
 # ---------------------------------------------------------------------------------------------- what grows
 class Growing:
-    """The network, its SGD optimizer + cosine scheduler and the LR-adaptation stage masks, at `stage`.
+    """The network, its SGD optimizer + cosine scheduler and the LR-adaptation stage masks, at `stage`: the image
+    loop's hook (before_epoch grows, epoch_stats adds the growth columns).
 
-    Also the optimizer interface train_epoch calls (zero_grad, step): with LR adaptation or variance-transfer LR
-    compensation a step is the growth method's scaled_step (per-entry multipliers on the update), otherwise the
-    plain optimizer step. state_dict() holds the stage and the multipliers in use; load_state_dict() rebuilds
-    everything at that stage's widths before loading.
+    Also the optimizer interface train_epoch calls (param_groups, zero_grad, step): with LR adaptation or
+    variance-transfer LR compensation a step is the growth method's scaled_step (per-entry multipliers on the
+    update), otherwise the plain optimizer step. state_dict() holds the stage, the multipliers in use and the
+    growth's random stream; load_state_dict() rebuilds everything at that stage's widths before loading.
     """
 
-    def __init__(self, cfg: Resolved, plan: Plan, num_classes: int, steps: int, device, seed: int):
+    def __init__(self, cfg: Settings, plan: Plan, num_classes: int, steps: int, device, seed: int,
+                 method_gen: torch.Generator):
         self.cfg, self.plan, self.num_classes, self.steps, self.device = cfg, plan, num_classes, steps, device
+        self.method_gen = method_gen  # the growths' draws (new units, Net2Net splits)
         self.adapted: dict[str, torch.Tensor] = {}  # parameter name -> per-entry LR-adaptation multiplier
         self.compensation: dict[str, torch.Tensor] = {}  # parameter name -> per-entry s^2 (vt_compensate_lr)
         self.multipliers: dict[str, torch.Tensor] = {}  # their product: what a step uses
@@ -104,7 +100,7 @@ class Growing:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
                                          nesterov=t.nesterov, weight_decay=t.weight_decay)
         # cosine over the whole budget, per iteration; it stays attached across growths (carried in place)
-        self.scheduler = build_scheduler(t.lr_schedule, self.optimizer, self.steps, t.epochs)
+        self.scheduler = build_scheduler(t.lr_schedule, self.optimizer, self.steps, t.epochs, eta_min=t.eta_min)
         self.masks = initial_stage_masks(self.model) if self.cfg.lr_adaptation else None
 
     def start_epoch(self, stage: int, method_gen: torch.Generator) -> None:
@@ -112,7 +108,7 @@ class Growing:
         with lr_recompute "epoch" (with "growth" they stay as computed at the last growth)."""
         grew = stage > self.stage
         self.grow_to(stage, method_gen)
-        if grew or (self.cfg.method is not None and self.cfg.method.lr_recompute == "epoch"):
+        if grew or self.cfg.method.lr_recompute == "epoch":
             self.update_multipliers()
 
     def grow_to(self, stage: int, method_gen: torch.Generator) -> None:
@@ -149,7 +145,26 @@ class Growing:
             return [1.0] * (self.stage + 1) + ahead
         return stage_multipliers(self.model, self.masks, self.adapted, self.cfg.method.lr_include_head) + ahead
 
+    # the image loop's hook
+    def before_epoch(self, run, loop: image.ImageLoop):
+        """Grow to the stage of this epoch (a growth counts as training time), then set the loop's per-sample
+        forward FLOPs at the current widths (bookkeeping, not timed)."""
+        with run.training():
+            self.start_epoch(self.plan.stage_at(run.epoch), self.method_gen)
+        loop.forward_flops = conv_linear_flops(self.model)
+        return self.model, self, self.scheduler
+
+    def epoch_stats(self, stats: dict) -> dict:
+        """History columns of the epoch: stage, width fraction, parameters, its FLOPs, the LR multipliers."""
+        return {"stage": self.stage, "width": channels(self.model.widths) / channels(self.cfg.full_widths),
+                "params": sum(p.numel() for p in self.model.parameters()), "epoch_flops": stats["flops"],
+                **stage_columns(self.stage_multipliers(), self.stage)}
+
     # the optimizer interface of train_epoch
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
@@ -163,7 +178,7 @@ class Growing:
     def state_dict(self) -> dict:
         return {"stage": self.stage, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "masks": self.masks, "adapted": self.adapted,
-                "compensation": self.compensation}
+                "compensation": self.compensation, "method_gen": self.method_gen.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self._build(state["stage"], torch.Generator().manual_seed(0))  # placeholder weights, overwritten next
@@ -174,6 +189,7 @@ class Growing:
             self.masks = {n: m.to(self.device) for n, m in state["masks"].items()}
         self.adapted, self.compensation = ({n: t.to(self.device) for n, t in state[k].items()}
                                            for k in ("adapted", "compensation"))
+        self.method_gen.set_state(state["method_gen"])
         self._combine()  # the multipliers in use at the checkpoint, not recomputed from the loaded weights
 
 
@@ -187,62 +203,23 @@ def stage_columns(multipliers: list[float | None], stage: int) -> dict:
     return {**{f"lr_multiplier_s{k}": m for k, m in enumerate(multipliers)}, "lr_multiplier": multipliers[stage]}
 
 
-# ---------------------------------------------------------------------------------------------- the driver
-def fit(run, growing: Growing, data, loop: ImageLoop, seed_gens: dict) -> None:
-    """Train for loop.epochs with the growths of growing.plan; evaluate every loop.eval_every epochs; checkpoint
-    every epoch. A growth happens at the start of the first epoch of its stage and counts as training time."""
-    stream = IndexStream(data.global_index, seed_gens["data_order"])
-    policy = FixedBatch(growing.cfg.train.batch_size)
-    seen = torch.zeros(len(data.y), dtype=torch.bool, device=data.x.device)
-    objects = {"growing": growing, "stream": stream, "policy": policy, "augment": GeneratorState(seed_gens["augment"]),
-               "method": GeneratorState(seed_gens["method"]), "seen": TensorState(seen)}
-    run.total_epochs = loop.epochs
-    run.resume(objects)  # `growing` first rebuilds at the checkpoint's stage, then loads
-    totals = {"samples": 0, "flops": 0}
-    if run.history:
-        totals = {k: run.history[-1][k] for k in totals}
-    full = channels(growing.cfg.full_widths)
-    while not run.done and run.epoch < loop.epochs:
-        try:
-            with run.training():
-                growing.start_epoch(growing.plan.stage_at(run.epoch), seed_gens["method"])
-            loop.forward_flops = conv_linear_flops(growing.model)  # at the current widths (not timed: bookkeeping)
-            lr = growing.optimizer.param_groups[0]["lr"]  # the epoch's first-step lr (the schedule moves it per step)
-            with run.training():
-                stats = train_epoch(growing.model, growing, growing.scheduler, data, stream, policy, loop,
-                                    seed_gens["augment"], seen)
-        except Diverged as err:
-            run.mark_diverged(str(err), objects)
-            break
-        totals = {"samples": totals["samples"] + stats["trained"], "flops": totals["flops"] + stats["flops"]}
-        last = run.epoch + 1 == loop.epochs
-        evaluated = evaluate(growing.model, data, loop.eval_batch) if last or (run.epoch + 1) % loop.eval_every == 0 else {}
-        row = {"train_loss": stats["train_loss"], **evaluated, "lr": lr,
-               "batch_size": stats["batch_size"], "steps": stats["steps"], "stage": growing.stage,
-               "width": channels(growing.model.widths) / full,
-               "params": sum(p.numel() for p in growing.model.parameters()), "epoch_flops": stats["flops"],
-               **stage_columns(growing.stage_multipliers(), growing.stage), **totals}
-        run.end_epoch(row, objects, done=last)
-    run.distinct_samples = int(seen.sum().item())
-
-
 # ---------------------------------------------------------------------------------------------- one run
-def train(params, variant: str, seed: int, run_dir: Path, checkpoint_root: Path, device) -> dict:
+def train(job: Job) -> dict:
     """Train one (variant, seed) and write its run files; returns the metrics."""
-    section: Growth = params.growth
-    cfg = section.resolve(variant)
-    spec = spec_for(params, EXPERIMENT, variant, seed, method=cfg.mode, dataset=cfg.dataset, subset=None,
-                    config=cfg.model_dump(mode="json"))
-    spec = dataclasses.replace(spec, target=cfg.target.model_dump())  # the dataset's own threshold
-    data = image_data(params, cfg.dataset, None, seed, device)  # checks the data's kind before any work
-    run = runner.start_run(spec, run_dir, checkpoint_root, device)  # seeds the global RNG
+    cfg = job.settings
+    spec = job.spec(METRIC, MODE)  # checks the data's kind before any work
+    data = job.image_data(cfg.dataset, None)  # the whole training set and the test split, on the device
+    run = job.start(spec)  # seeds the global RNG
 
     plan = plan_for(cfg)
-    steps = steps_per_epoch(cfg, len(data.y))
-    growing = Growing(cfg, plan, data.num_classes, steps, device, seed)
-    loop = ImageLoop(epochs=cfg.train.epochs, samples_per_epoch=cfg.train.samples_per_epoch or len(data.y),
-                     eval_every=cfg.train.eval_every, eval_batch=cfg.train.eval_batch, augment=cfg.train.augment)
-    fit(run, growing, data, loop, runner.seed_generators(seed))
+    gens = runner.seed_generators(job.seed)
+    growing = Growing(cfg, plan, data.num_classes, steps_per_epoch(cfg, len(data.y)), job.device, job.seed,
+                      gens["method"])
+    loop = image.ImageLoop(epochs=cfg.train.epochs, samples_per_epoch=cfg.train.samples_per_epoch or len(data.y),
+                           eval_every=cfg.train.eval_every, eval_batch=cfg.train.eval_batch,
+                           augment=cfg.train.augment)
+    image.fit(run, growing.model, growing, growing.scheduler, data, image.FixedBatch(cfg.train.batch_size), loop,
+              gens, hook=growing)
 
     # the fixed full-width network's analytic FLOPs for the very samples this run trained on
     full_model = build_model(cfg.model, data.num_classes, cfg.full_widths, generator=torch.Generator().manual_seed(0))

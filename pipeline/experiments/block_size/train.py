@@ -1,6 +1,6 @@
 """Experiment 1: adaptive block size (truncated-BPTT length) for the word-level PTB LSTM language model.
 
-    params.block_size + variant + seed --> LSTM LM, optimizer, LR scheduler, block schedule
+    params.yaml block_size (variant, seed) + --data <prepared PTB> --> LSTM LM, optimizer, LR scheduler, block schedule
         --> pipeline.train.lm.fit --> results/runs/block_size/<variant>/seed<k>/{metrics.json, history.csv, ...}
 
 Per epoch the loop records block_size, tokens_per_s, elapsed_seconds (training wall-clock), train and validation
@@ -21,30 +21,15 @@ from pathlib import Path
 
 import torch
 
-from ..data.fetch import DataError
-from ..methods.block_schedule import build_schedule
-from ..models.lstm_lm import LSTMConfig, LSTMLM, flops_per_token
-from ..schemas.block_size import BlockSize, Resolved, Train
-from ..seeding import generator
-from ..train import lm, runner
-from ..train.engine import RunSpec
+from ...data.fetch import DataError
+from ...models.lstm_lm import LSTMConfig, LSTMLM, flops_per_token
+from ...seeding import generator
+from ...train import lm, runner
+from ...train.jobs import Job
+from .schedule import build_schedule
+from .schema import Train
 
-EXPERIMENT = "block_size"
 METRIC, MODE = "test_ppl", "min"  # judged on final test perplexity
-
-
-# ---------------------------------------------------------------------------------------------- identity
-def method_name(cfg: Resolved) -> str:
-    """fixed / doubling / linear / exponential / plateau, with "_sum_loss" for the loss summed over the block
-    (SGD) and "_lr_x_block" for the lr scaled with the block (the same reading under any optimizer)."""
-    kind = "fixed" if cfg.schedule.kind == "constant" else cfg.schedule.kind
-    if cfg.train.loss_reduction == "sum_over_block":
-        return kind + "_sum_loss"
-    return kind + ("_lr_x_block" if cfg.train.lr_block_scaling == "linear" else "")
-
-
-def describe(section: BlockSize, variant: str) -> dict:
-    return {"method": method_name(section.resolve(variant)), "dataset": section.dataset, "subset": None}
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
@@ -83,8 +68,8 @@ def load_data(prepared: Path, train_tokens: int | None, device) -> dict[str, tor
     data = {split: lm.load_tokens(prepared, split, device) for split in ("train", "valid", "test")}
     if train_tokens is not None:
         if train_tokens > data["train"].numel():
-            raise DataError(f"block_size.train.train_tokens: {train_tokens} exceeds the {data['train'].numel()} training "
-                             f"tokens of {prepared}")
+            raise DataError(f"block_size.train.train_tokens: {train_tokens} exceeds the {data['train'].numel()} "
+                            f"training tokens of {prepared}")
         data["train"] = data["train"][:train_tokens]
     return data
 
@@ -95,24 +80,19 @@ def vocab_size(prepared: Path) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- one run
-def train(params, variant: str, seed: int, run_dir: Path, checkpoint_root: Path, device) -> dict:
+def train(job: Job) -> dict:
     """Train one (variant, seed) and write its run files; returns the metrics."""
-    section: BlockSize = params.block_size
-    cfg = section.resolve(variant)
-    prepared = params.prepared_dir(section.dataset)
-    runner.check_data_kind(prepared, params.synthetic)
-    spec = RunSpec(experiment=EXPERIMENT, variant=variant, seed=seed, profile=params.profile,
-                   method=method_name(cfg), dataset=section.dataset, subset=None, metric=METRIC, mode=MODE,
-                   target=section.target.model_dump(), config=cfg.model_dump(mode="json"),
-                   inputs=runner.input_digests(runner.prepared_files(prepared)))
-    run = runner.start_run(spec, run_dir, checkpoint_root, device)  # seeds the global RNG (dropout)
+    cfg = job.settings
+    prepared = job.prepared(cfg.dataset)  # the --data folder; its kind is checked against the profile
+    spec = job.spec(METRIC, MODE)
+    run = job.start(spec)  # seeds the global RNG (dropout)
 
     model_cfg = LSTMConfig(vocab_size=vocab_size(prepared), **cfg.model.model_dump())
-    model = LSTMLM(model_cfg, generator(seed, "init")).to(device)  # the init depends on the seed only
+    model = LSTMLM(model_cfg, generator(job.seed, "init")).to(job.device)  # the init depends on the seed only
     optimizer = build_optimizer(cfg.train, model)
     scheduler = build_lr_scheduler(cfg.train, optimizer)
     schedule = build_schedule(cfg.schedule.model_dump())
-    data = load_data(prepared, cfg.train.train_tokens, device)  # the text is read in order: no data_order RNG
+    data = load_data(prepared, cfg.train.train_tokens, job.device)  # the text is read in order: no data_order RNG
     loop = build_loop(cfg.train, flops_per_token(model_cfg, train=True))
 
     lm.fit(run, model, optimizer, scheduler, schedule, data, loop)

@@ -1,0 +1,28 @@
+"""Experiment 1: adaptive block size (truncated-BPTT length) for the word-level PTB LSTM language model
+(adaptive-block-size.txt). Torch-free: read when params.yaml is loaded; train.py is imported by training jobs only.
+
+    schema.py     Settings: dataset, target, model, train, schedule
+    schedule.py  the block-size schedules (fixed, linear, exponential, doubling, plateau)
+    train.py      train(job): LSTM LM, optimizer, LR scheduler, block schedule -> pipeline.train.lm.fit
+    tables.py    the paper's Table 1 (test perplexity)
+    figures.py   the block-size trace
+    claims.yaml  the claims ledger's entries; choices.md: the choices the sources leave open
+"""
+from ...registry import Experiment
+from .schema import Settings
+
+
+def method_name(settings: Settings) -> str:
+    """fixed / doubling / linear / exponential / plateau, with "_sum_loss" for the loss summed over the block
+    (SGD) and "_lr_x_block" for the lr scaled with the block (the same reading under any optimizer)."""
+    kind = "fixed" if settings.schedule.kind == "constant" else settings.schedule.kind
+    if settings.train.loss_reduction == "sum_over_block":
+        return kind + "_sum_loss"
+    return kind + ("_lr_x_block" if settings.train.lr_block_scaling == "linear" else "")
+
+
+def describe(variant: str, settings: Settings, coords: dict) -> dict:
+    return {"method": method_name(settings), "dataset": settings.dataset, "subset": None}
+
+
+EXPERIMENT = Experiment(name="block_size", settings=Settings, data_kinds=("ptb",), describe=describe)
