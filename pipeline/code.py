@@ -24,11 +24,16 @@ TRAIN_CORE = ("__main__.py", "code.py", "config.py", "device.py", "errors.py", "
 
 def shown(path: Path) -> str:
     """`path` as the orchestrators show it: relative to the working directory when under it."""
-    path = Path(path).resolve()
+    return _shown(str(path), os.getcwd())
+
+
+@functools.cache
+def _shown(path: str, cwd: str) -> str:
+    resolved = Path(cwd, path).resolve()
     try:
-        return path.relative_to(Path.cwd().resolve()).as_posix()
+        return resolved.relative_to(Path(cwd).resolve()).as_posix()
     except ValueError:
-        return os.path.relpath(path) if path.is_relative_to(PACKAGE.parent) else str(path)
+        return os.path.relpath(resolved, cwd) if resolved.is_relative_to(PACKAGE.parent) else str(resolved)
 
 
 def train_code(experiment) -> list[str]:

@@ -139,8 +139,11 @@ def stages(params: Params) -> list[Stage]:
     return out
 
 
-def _is_code(dep: str, params: Params) -> bool:
-    folders = {CODE, *(shown(params.experiment(e).folder) for e in params.experiments)}
+def _code_folders(params: Params) -> set[str]:
+    return {CODE, *(shown(params.experiment(e).folder) for e in params.experiments)}
+
+
+def _is_code(dep: str, folders: set[str]) -> bool:
     return any(dep == f or dep.startswith(f + "/") for f in folders)
 
 
@@ -154,10 +157,10 @@ def _resolved(resolved: dict, key: str):
 def fingerprints(params: Params) -> dict[str, str]:
     """Stage name -> digest of what the stage reads besides its data inputs: its params keys, resolved for the
     active profile, and its code deps. The Snakefile's rules carry theirs as a param (see the module docstring)."""
-    resolved = params.dump()
+    resolved, digests, folders = params.dump(), {}, _code_folders(params)
     out = {}
     for s in stages(params):
-        code = {d: code_digest(d) for d in s.deps if _is_code(d, params)}
+        code = {d: digests.get(d) or digests.setdefault(d, code_digest(d)) for d in s.deps if _is_code(d, folders)}
         values = {k: _resolved(resolved, k) for k in s.params}
         blob = json.dumps({"params": values, "code": code}, sort_keys=True)
         out[s.name] = hashlib.sha256(blob.encode()).hexdigest()[:16]

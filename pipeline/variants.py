@@ -11,8 +11,9 @@
       reference: {name: settings}   complete configurations runnable by name, not in the grid, inheriting nothing
 
 A variant's settings = defaults <- its axes' overrides <- its own overrides, validated by the experiment's Settings
-model; every variant is resolved when params.yaml is loaded, so a bad value fails before any job starts, with one
-line naming the section, the variant and the key. `merge` deep-merges mappings; lists and scalars replace. A mapping
+model; the section's own settings are checked first, each by itself (so a bad default fails even where every
+variant overrides it), and every variant is resolved when params.yaml is loaded: a bad value fails before any job
+starts, with one line naming the key where the file sets it (a default, an axis value, a variant's override). `merge` deep-merges mappings; lists and scalars replace. A mapping
 whose `kind` changes (a discriminated union: a schedule, say) keeps from the defaults only the keys the new kind
 has, so `schedule: {kind: constant, block: 16}` over a doubling schedule drops the doubling's own keys.
 """
@@ -25,7 +26,6 @@ import string
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -255,7 +255,3 @@ def resolve_section(name: str, raw: dict, settings_model: type[BaseModel]) -> Se
         references[ref] = _validate(settings_model, _mapping(body, where), where)
     return Section(name, variants, coords, references, raw)
 
-
-def dump(value: Any) -> Any:
-    """Settings (a pydantic model) as plain JSON data: what a run's config hash and config.json hold."""
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value

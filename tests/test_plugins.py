@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pipeline import config, dag, registry
+from pipeline.code import code_digest
 from pipeline.errors import ConfigError
 
 TOY = {
@@ -114,6 +115,7 @@ def run(args, cwd) -> subprocess.CompletedProcess:
 
 
 def test_a_plugin_joins_check_snakemake_and_dvc(workdir, raw_params, root):
+    before = code_digest(root / "pipeline")
     (workdir / "params.yaml").write_text(yaml.safe_dump(toy_params(raw_params, "../methods/toy"), sort_keys=False))
     check = run(["pipeline", "check"], workdir).stdout
     assert "toy (2 variants" in check and "slow-cifar10-n100, fast-cifar10-n100" in check
@@ -132,6 +134,7 @@ def test_a_plugin_joins_check_snakemake_and_dvc(workdir, raw_params, root):
     assert toy_folder in stages["train_toy_fast-cifar10-n100"]["deps"]  # its code reruns its jobs
     assert toy_folder in stages["analyze"]["deps"]  # and its tables
     assert len(stages) == len(dag.stages(config.load(root / "params.yaml"))) + 3
+    assert code_digest(root / "pipeline") == before  # nothing under pipeline/ was touched
 
 
 def test_a_plugin_runs_from_data_to_report_in_process(tmp_path, raw_params):
