@@ -5,6 +5,7 @@
 import os
 
 from pipeline import config as harness, dag
+from pipeline.yamlfile import read_yaml
 
 
 configfile: "params.yaml"
@@ -12,6 +13,7 @@ report: "workflow/report/workflow.rst"
 
 
 try:
+    read_yaml("params.yaml")  # what the jobs read: a duplicate key (YAML keeps the last silently) stops here too
     P = harness.validate(config, os.environ.get("PIPELINE_PROFILE"))  # the profile the jobs will see
 except harness.ConfigError as err:
     raise WorkflowError(str(err)) from None

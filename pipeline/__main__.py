@@ -224,6 +224,11 @@ def main() -> None:
     except PipelineError as err:  # bad input (params, data, run directory): one line, no traceback
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except OSError as err:  # the filesystem refused (read-only, full, missing): name the path, no traceback
+        if err.filename is None:
+            raise
+        typer.echo(f"error: {err.filename}: {err.strerror or err}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from . import registry
@@ -23,6 +22,7 @@ from .schemas.analysis import Analysis
 from .schemas.base import NonNegInt, Strict
 from .schemas.data import Data
 from .variants import Section, merge, resolve_section
+from .yamlfile import read_yaml
 
 PROFILES = ("smoke", "quick", "paper")
 Profile = Literal[PROFILES]
@@ -152,7 +152,7 @@ class Params:
 def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
     """Apply the active profile's overrides to every section; returns plain data (no validation yet)."""
     if not isinstance(raw, dict):
-        raise ConfigError("params.yaml: the top level must be a mapping")
+        raise ConfigError("the top level must be a mapping")
     raw = dict(raw)
     if profile is not None:
         raw["profile"] = profile
@@ -165,9 +165,11 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
             overrides = body.pop("profiles") or {}
             if not isinstance(overrides, dict):
                 raise ConfigError(f"{section}.profiles: must be a mapping of profile -> overrides")
-            for name in overrides:
+            for name, override in overrides.items():
                 if name not in PROFILES:
                     raise ConfigError(f"{section}.profiles.{name}: {name!r} is not one of {', '.join(PROFILES)}")
+                if override is not None and not isinstance(override, dict):
+                    raise ConfigError(f"{section}.profiles.{name}: must be a mapping of overrides")
             raw[section] = merge(body, overrides.get(active) or {})
     return raw
 
@@ -203,6 +205,8 @@ def _check_references(params: Params) -> None:
                 if subset not in (None, "full") and subset not in datasets[dataset].subsets:
                     known = ", ".join(dict.fromkeys(["full", *datasets[dataset].subsets]))
                     raise ConfigError(f"{where}: subset {subset!r} is not in data.datasets.{dataset}.subsets ({known})")
+            if exp.check is not None:
+                exp.check(params, variant, settings)
             if variant in section.variants and (job := params.tuning_of(name, variant)) is not None:
                 if job not in section.variants or params.tuning_of(name, job) != job:
                     raise ConfigError(f"{where}: reads the tuning of {job!r}, which is not a variant that tunes "
@@ -210,7 +214,10 @@ def _check_references(params: Params) -> None:
 
 
 def _validate_one(raw: dict[str, Any], profile: str | None, source: str, base: Path) -> Params:
-    resolved = resolve(raw, profile)
+    try:
+        resolved = resolve(raw, profile)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
     active = resolved["profile"]
     shared_raw = {k: v for k, v in resolved.items() if k in Shared.model_fields}
     try:
@@ -259,8 +266,5 @@ def load(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = None) -
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    raw = read_yaml(path)
     return validate(raw, profile or os.environ.get("PIPELINE_PROFILE"), source=str(path), base=path.parent)

@@ -59,6 +59,9 @@ class Experiment:
     tuning: Callable[[str, BaseModel], str | None] | None = None
     # (settings) -> what the run's result depends on (its config hash, config.json); default: all of the settings
     identity: Callable[[BaseModel], dict] | None = None
+    # (params, variant, settings) -> None: checks across sections (e.g. a batch against the data's size), raising a
+    # one-line pipeline.errors.ConfigError, so that nothing the stages would refuse passes `check`
+    check: Callable[[object, str, BaseModel], None] | None = None
     package: str = ""  # filled in when loaded: the package's module name
     folder: Path = field(default=Path())  # filled in when loaded: the package's folder (its code digest)
 

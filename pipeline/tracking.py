@@ -48,6 +48,25 @@ def _lock_for(uri: str) -> FileLock:
     return FileLock(str(Path(os.environ.get("TMPDIR", "/tmp")) / f"pipeline-mlflow-{digest}.lock"))
 
 
+def writable(folder: Path) -> None:
+    """A one-line TrackingError when nothing can be written in `folder`."""
+    probe = Path(folder) / f".write-test-{os.getpid()}"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise TrackingError(f"{folder}: cannot write here ({err.strerror})") from None
+
+
+def _store_error(err: Exception) -> bool:
+    """An error of the tracking store itself (database, REST), not of the harness."""
+    return type(err).__module__.split(".")[0] in ("sqlalchemy", "mlflow", "alembic", "sqlite3", "requests")
+
+
+def _store_name(uri: str) -> str:
+    return uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else uri
+
+
 def content_hash(run_dir: Path) -> str:
     h = hashlib.sha256()
     for name in RUN_FILES:
@@ -160,9 +179,17 @@ def sync_experiment(params: Params, experiment: str, runs_root: Path, out: Path)
     runs = [(f"{json.loads((d / 'metrics.json').read_text())['profile']}/{experiment}/{d.parent.name}/{d.name}", d)
             for d in dirs]
     uri = tracking_uri(params)
-    receipt = sync_runs(uri, f"{params.tracking.experiment_prefix}{experiment}", runs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    writable(out.parent)  # before MLflow is written to: a receipt that cannot be written would leave it half-done
+    try:
+        receipt = sync_runs(uri, f"{params.tracking.experiment_prefix}{experiment}", runs)
+    except Exception as err:  # MLflow's store errors (sqlalchemy, REST) are long and never name the store
+        if isinstance(err, PipelineError) or not _store_error(err):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(f"{_store_name(uri)}: the MLflow store cannot be used ({type(err).__name__}: "
+                            f"{first[:200]})") from None
     out.write_text(json.dumps({"tracking_uri": uri, "runs": receipt}, indent=2))
     new = sum(r["new"] for r in receipt)
     print(f"{experiment}: {len(receipt)} runs in MLflow ({new} new) at {uri}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import re
 import string
 import types
 import typing
@@ -32,6 +33,14 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from .errors import ConfigError
 
 GRAMMAR_KEYS = ("variants", "grid", "reference")  # the section keys that are not settings
+# a variant's name is a path component and a word of the stages' shell commands: nothing a shell would interpret
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def _check_name(name: str, where: str) -> None:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ConfigError(f"{where}: {name!r} is not a valid variant name (letters, digits and _ . + -, "
+                          f"starting with a letter or digit)")
 
 
 # ---- merging ------------------------------------------------------------------------------------------------------
@@ -184,6 +193,7 @@ def expand_grid(grid: dict, where: str) -> list[tuple[str, dict[str, str], list[
         if any(all(coords[a] == v for a, v in rule.items()) for rule in exclude):
             continue
         name = pattern.format(**coords)
+        _check_name(name, f"{where}.name")
         if name in seen:
             raise ConfigError(f"{where}.name: {pattern!r} gives the name {name!r} twice")
         seen.add(name)
@@ -238,8 +248,7 @@ def resolve_section(name: str, raw: dict, settings_model: type[BaseModel]) -> Se
     for variant, overrides in explicit.items():
         if variant in variants:
             continue
-        if not isinstance(variant, str) or not variant or "/" in variant:
-            raise ConfigError(f"{name}.variants: {variant!r} is not a valid variant name")
+        _check_name(variant, f"{name}.variants")
         own = _mapping(overrides, f"{name}.variants.{variant}")
         merged = merge(defaults, own, settings_model)
         where = f"{name}.variants.{variant}"
@@ -249,6 +258,7 @@ def resolve_section(name: str, raw: dict, settings_model: type[BaseModel]) -> Se
         raise ConfigError(f"{name}: no variants (give `variants:` or a `grid:`)")
     references = {}
     for ref, body in _mapping(raw.get("reference"), f"{name}.reference").items():
+        _check_name(ref, f"{name}.reference")
         if ref in variants:
             raise ConfigError(f"{name}.reference.{ref}: also a variant name")
         where = f"{name}.reference.{ref}"

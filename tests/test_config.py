@@ -58,7 +58,7 @@ def test_impossible_subset_size(raw_params):
 
 def test_profile_that_does_not_exist(raw_params):
     raw_params["profile"] = "fast"
-    assert error_for(raw_params).startswith("profile: 'fast' is not one of")
+    assert error_for(raw_params).startswith("params.yaml: profile: 'fast' is not one of")
 
 
 def test_empty_seed_list(raw_params):

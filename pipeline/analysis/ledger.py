@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import ValidationError, model_validator
 
 from ..errors import ConfigError
-from ..schemas.base import Strict
+from ..yamlfile import read_yaml
+from ..schemas.base import Pair, Strict
 
 UNITS = Path(__file__).with_name("units.yaml")
 # quantity -> direction; None: the run's own mode (max for accuracy, min for perplexity)
@@ -60,8 +60,8 @@ class Claim(Strict):
     unit: str | None = None
     claimed: float | None = None
     claimed_sd: float | None = None
-    claimed_ci: tuple[float, float] | None = None
-    claimed_range: tuple[float, float] | None = None  # "about X": the interval our CI must meet
+    claimed_ci: Pair | None = None
+    claimed_range: Pair | None = None  # "about X": the interval our CI must meet
     claimed_n: int | None = None  # the runs behind claimed_sd / claimed_ci (required with either)
     invert: bool = False  # ratio claims: versus / arm instead of arm / versus (speed-ups)
     reason: str | None = None  # note claims: why the harness cannot test it
@@ -116,7 +116,7 @@ class Ledger(Strict):
 
 def _read(model, path: Path):
     try:
-        return model.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        return model.model_validate(read_yaml(Path(path)) or {})
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

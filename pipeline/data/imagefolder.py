@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +50,17 @@ def image_files(class_dir: Path) -> list[Path]:
 def read_image(data: bytes, name: str) -> np.ndarray:
     """uint8 [32, 32, 3] pixels of one encoded image, following the module's image rule."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():  # a large image warns (DecompressionBombWarning); its size is refused below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
             if img.size != (SIDE, SIDE):
                 raise DataError(f"{name}: image is {img.size[0]}x{img.size[1]}, expected {SIDE}x{SIDE} (not resampled)")
             if img.mode not in CONVERTIBLE:
                 raise DataError(f"{name}: colour mode {img.mode} cannot be converted to RGB without loss")
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError:  # a huge image: refused from its header, before any pixel is decoded
+        raise DataError(f"{name}: image is far larger than {SIDE}x{SIDE} (a decompression bomb?); not read") from None
     except (OSError, SyntaxError) as err:  # Pillow's errors for unreadable/corrupt files
         raise DataError(f"{name}: not a readable image ({err})") from None
 

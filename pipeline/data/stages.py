@@ -30,11 +30,27 @@ def dataset_config(params, name: str):
     return params.data.datasets[name]
 
 
+def _alive(pid: int) -> bool:
+    """Is a process with this pid running (on this machine)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def staging(out_dir: Path):
     """Yield a fresh temporary directory beside out_dir; on success it replaces out_dir, on failure it vanishes."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*-*"):  # left over by a killed job: no process owns it
+        pid = stale.name.rpartition("-")[2]
+        if stale.name.rpartition("-")[0] in (f".{out_dir.name}.tmp", f".{out_dir.name}.old") and pid.isdigit() \
+                and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)  # left over by a killed job with the same pid
     tmp.mkdir()

@@ -8,6 +8,12 @@ Imports are inside the function so that `import pipeline.models.<x>` stays as li
 from __future__ import annotations
 
 IMAGE_MODELS = ("preresnet<6n+2>", "resnet20", "resnet18", "vgg11")
+WIDTH_GROUPS = {"preresnet": 3, "resnet20": 3, "resnet18": 4, "vgg11": 8}  # entries of `widths` per model family
+
+
+def width_groups(name: str) -> int:
+    """How many widths a model takes (preresnet<depth> is the preresnet family)."""
+    return WIDTH_GROUPS["preresnet" if name.startswith("preresnet") else name]
 
 
 def build_model(name: str, num_classes: int, widths=None, generator=None, width_fraction: float | None = None):

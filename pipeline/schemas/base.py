@@ -8,8 +8,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+INT_MAX = 2**31 - 1  # no count in params.yaml is larger (torch indexes and sizes in int32 on some paths)
+PositiveInt = Annotated[int, Field(gt=0, le=INT_MAX)]
+Pair = Annotated[list[float], Field(min_length=2, max_length=2)]  # two numbers (YAML gives a list)
+NonNegInt = Annotated[int, Field(ge=0, le=INT_MAX)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -19,9 +21,12 @@ OVERSIZE_BATCH = ("wrap",)  # how the image loop draws a batch larger than the s
 
 
 class Strict(BaseModel):
-    """Base of every params.yaml section: unknown keys are rejected, values are validated on assignment."""
+    """Base of every params.yaml section: unknown keys are rejected, values are validated on assignment, and types
+    are strict: no inf or nan, no boolean for a number (or a number for a boolean), no float for an integer, no
+    string for either (YAML gives each its own type, so a mismatch is a mistake, not a conversion to make)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, strict=True,
+                              allow_inf_nan=False)
 
 
 class Target(Strict):

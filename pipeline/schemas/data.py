@@ -61,9 +61,9 @@ class SyntheticText(Strict):
     """PTB-like corpus sampled from a random sparse Markov chain (learnable, so perplexity visibly drops)."""
 
     vocab_size: PositiveInt  # word types; "<eos>" is one of them
-    train_tokens: PositiveInt
-    valid_tokens: PositiveInt
-    test_tokens: PositiveInt
+    train_tokens: int = Field(ge=2)
+    valid_tokens: int = Field(ge=2)  # a token and its successor: the least an evaluation can score
+    test_tokens: int = Field(ge=2)
     successors: PositiveInt  # each word is followed by one of this many words: entropy ~ log(successors)
     sentence_length: PositiveInt  # mean words per line before "<eos>"
 
@@ -94,6 +94,9 @@ class Data(Strict):
     @model_validator(mode="after")
     def _files_are_sources(self) -> "Data":
         for name, ds in self.datasets.items():
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise ValueError(f"datasets: {name!r}: a dataset name is letters, digits or _ (it names folders and "
+                                 f"stages)")
             for role, file in ds.files.items():
                 if file not in self.sources:
                     raise ValueError(f"datasets.{name}.files.{role}: {file!r} is not in data.sources")

@@ -8,6 +8,7 @@
     figures.py   the block-size trace
     claims.yaml  the claims ledger's entries; choices.md: the choices the sources leave open
 """
+from ...errors import ConfigError
 from ...registry import Experiment
 from .schema import Settings
 
@@ -25,4 +26,17 @@ def describe(variant: str, settings: Settings, coords: dict) -> dict:
     return {"method": method_name(settings), "dataset": settings.dataset, "subset": None}
 
 
-EXPERIMENT = Experiment(name="block_size", settings=Settings, data_kinds=("ptb",), describe=describe)
+def check(params, variant: str, settings: Settings) -> None:
+    """Synthetic text large enough for the variant: two rows of `batch_size` training columns, two tokens to
+    evaluate (the real PTB always is)."""
+    if not params.synthetic:
+        return
+    text = params.data.synthetic.text
+    train = min(text.train_tokens, settings.train.train_tokens or text.train_tokens)
+    if train < 2 * settings.train.batch_size:
+        raise ConfigError(f"data.synthetic.text.train_tokens: {train} tokens are too few for block_size variant "
+                          f"{variant!r} (batch_size {settings.train.batch_size} needs at least "
+                          f"{2 * settings.train.batch_size})")
+
+
+EXPERIMENT = Experiment(name="block_size", settings=Settings, data_kinds=("ptb",), describe=describe, check=check)

@@ -69,7 +69,7 @@ class Train(Strict):
     batch_size: PositiveInt  # parallel streams (columns of the batchified training text)
     optimizer: Literal["adam", "sgd"]
     lr: PositiveFloat  # the lr at block lr_reference_block (the only lr unless lr_block_scaling is linear)
-    adam_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]]
+    adam_betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
     adam_eps: PositiveFloat  # adam only, like adam_betas
     weight_decay: NonNegFloat
     clip_grad_norm: PositiveFloat | None  # max global gradient norm of the loss as backpropagated; None: off

@@ -21,7 +21,7 @@ from ...schemas.base import Fraction, NonNegFloat, PositiveFloat, PositiveInt, S
 
 
 class Model(Strict):
-    depth: PositiveInt  # PreResNet depth 6n + 2 (paper: 56)
+    depth: int = Field(ge=8, le=1202)  # PreResNet depth 6n + 2 (paper: 56; He et al. 2016 go up to 1202)
     widths: list[PositiveInt] = Field(min_length=3, max_length=3)  # channels of the 3 stages (paper: 16, 32, 64)
 
     @model_validator(mode="after")

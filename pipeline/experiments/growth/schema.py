@@ -17,10 +17,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from ...models import width_groups
 from ...schemas.base import Fraction, NonNegFloat, PositiveFloat, PositiveInt, Strict, Target
 
-WIDTH_GROUPS = {"resnet20": 3, "resnet18": 4, "vgg11": 8}  # entries of `widths` per growable model (pipeline.models)
-GROWABLE = tuple(WIDTH_GROUPS)
+GROWABLE = ("resnet20", "resnet18", "vgg11")  # the models pipeline.models can grow
 GROWTHS = ("none", "random", "variance_transfer", "net2net")  # none: a fixed-width network
 
 
@@ -81,8 +81,8 @@ class Settings(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
-        if len(self.full_widths) != WIDTH_GROUPS[self.model]:
-            raise ValueError(f"full_widths: {self.model} has {WIDTH_GROUPS[self.model]} width groups, "
+        if len(self.full_widths) != width_groups(self.model):
+            raise ValueError(f"full_widths: {self.model} has {width_groups(self.model)} width groups, "
                              f"got {len(self.full_widths)} widths")
         if self.growth == "none" and self.lr_adaptation:
             raise ValueError("lr_adaptation needs a growing network (growth is none)")

@@ -17,18 +17,20 @@ Types and ranges only: every value is in params.yaml with its reason; the names 
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ...methods import LR_SCHEDULES, NORMALIZATIONS, OPTIMIZERS
+from ...models import width_groups
 from ...schemas.base import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Strict, Target
 
 MODEL_NAME = re.compile(r"^(resnet20|resnet18|vgg11|preresnet\d+)$")
 Unit = Annotated[float, Field(ge=0, lt=1)]  # a decay or momentum in [0, 1)
 OpenFraction = Annotated[float, Field(gt=0, lt=1)]
-Betas = tuple[Unit, Unit]
+Betas = Annotated[list[Unit], Field(min_length=2, max_length=2)]  # (beta1, beta2)
 
 
 class Model(Strict):
@@ -40,7 +42,16 @@ class Model(Strict):
     def _known(cls, v: str) -> str:
         if not MODEL_NAME.match(v):
             raise ValueError(f"unknown model {v!r}; known: resnet20, resnet18, vgg11, preresnet<6n+2>")
+        if v.startswith("preresnet") and not (8 <= int(v[9:]) <= 1202 and (int(v[9:]) - 2) % 6 == 0):
+            raise ValueError(f"{v}: a PreResNet's depth is 6n+2 from 8 to 1202")
         return v
+
+    @model_validator(mode="after")
+    def _widths_fit_the_model(self) -> "Model":
+        if self.widths is not None and len(self.widths) != width_groups(self.name):
+            raise ValueError(f"widths: {self.name} has {width_groups(self.name)} width groups, got "
+                             f"{len(self.widths)} widths")
+        return self
 
 
 class Train(Strict):
@@ -206,6 +217,12 @@ class Settings(Strict):
     def _tunable(self) -> "Settings":
         if self.lr_from is None and self.optimizer not in self.lr_center:
             raise ValueError(f"lr_center: no entry for optimizer {self.optimizer!r}, whose lr this variant tunes")
+        if self.lr_from is None:
+            t, center = self.tuning, self.lr_center[self.optimizer]
+            span = t.step_decades * (t.points - 1) / 2  # decades either side of the centre
+            if not (-12 <= math.log10(center) - span and math.log10(center) + span <= 6):
+                raise ValueError(f"tuning: the lr grid of {self.optimizer} spans {center:g} x 10^+-{span:g}, "
+                                 f"outside [1e-12, 1e6]")
         return self
 
     def options(self, mode: str = "python") -> dict:
