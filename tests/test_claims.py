@@ -175,14 +175,16 @@ def test_every_experiments_claims_file_loads_and_carries_its_own_labels():
 # ---- tables, figures, report plumbing --------------------------------------------------------------------------
 def test_the_growth_table_shows_every_claim_of_a_variant(tmp_path):
     for seed in range(3):
-        for m in ("fixed_full", "grow_vt_lr"):
+        for m in ("fixed_full", "grow_vt_lr", "grow_lr"):
             write_run(tmp_path / "runs", "growth", f"{m}-cifar10", seed, method=m, dataset="cifar10", subset=None,
                       metric="test_acc", mode="max", curve=[0.5, 0.9], profile="paper")
     collect(tmp_path / "runs", tmp_path / "tables", log=lambda s: None)
     analyze(tmp_path / "tables", params("paper", False), tmp_path / "analysis", log=lambda s: None)
-    row = next(line for line in (tmp_path / "analysis" / "tables" / "growth_table.md").read_text().splitlines()
-               if "grow_vt_lr-cifar10" in line)
-    assert "92.53" in row and "92.24" in row and "grow-abl-lr" in row  # the headline and the ablation
+    lines = (tmp_path / "analysis" / "tables" / "growth_table.md").read_text().splitlines()
+    row = {v: next(line for line in lines if f"| {v}-cifar10 |" in line) for v in ("grow_vt_lr", "grow_lr")}
+    assert "92.53" in row["grow_vt_lr"] and "grow-c10-grown" in row["grow_vt_lr"]  # the headline: the method
+    assert "92.24" in row["grow_lr"] and "grow-abl-lr" in row["grow_lr"]  # the ablation row: its own arm
+    assert "92.24" not in row["grow_vt_lr"]
 
 
 def test_the_edba_size_axis_is_the_subset_size_not_the_samples_seen():

@@ -92,14 +92,15 @@ def without_timing(rows: list[dict]) -> list[dict]:
 # ---- the grid and the schema --------------------------------------------------------------------------------
 def test_grid_is_the_papers_table_in_every_profile(raw_params):
     grids = {p: config.validate(raw_params, p).variants("edba") for p in config.PROFILES}
-    assert grids["smoke"] == grids["quick"] == grids["paper"] and len(grids["paper"]) == 14
+    assert grids["smoke"] == grids["quick"] == grids["paper"] and len(grids["paper"]) == 17  # 2 x (4 + 3) + 3 one-pass baselines
     assert "edba-cifar10-n100" in grids["paper"] and "baseline-cifar100-n100" not in grids["paper"]
     params = config.validate(raw_params, "paper")
     assert params.describe("edba", "edba-cifar100-p1") == {"method": "edba", "dataset": "cifar100", "subset": "p1"}
     for variant in grids["paper"]:  # the grid's coordinates are the settings the variant trains with
         method, dataset, subset = variant.split("-")
         cfg = params.settings("edba", variant)
-        assert (cfg.dataset, cfg.subset, cfg.policy) == (dataset, subset, {"edba": "edba", "baseline": "fixed"}[method])
+        assert (cfg.dataset, cfg.subset, cfg.policy) == (dataset, subset, {"edba": "edba", "baseline": "fixed",
+                                                                     "baseline_pass": "fixed"}[method])
         assert params.data_of("edba", variant) == [(dataset, subset)]
     # the experiment's claims.yaml: its value claims name exactly these (method, dataset, subset) cells
     ledger = yaml.safe_load(params.experiment("edba").file("claims.yaml").read_text())

@@ -21,7 +21,7 @@ from pipeline.models.flops import conv_linear_flops, schedule_flops
 from pipeline.train import engine
 from pipeline.train.jobs import Inputs, Job
 
-MODES = ["fixed_full", "fixed_small", "grow_random", "grow_vt", "grow_vt_lr", "net2net"]
+MODES = ["fixed_full", "fixed_small", "grow_random", "grow_vt", "grow_lr", "grow_vt_lr", "net2net"]
 CLASSES = {"cifar10": 10, "cifar100": 12}  # a small "cifar100" keeps the test fast; the code reads the count
 TIMING = {"train_seconds", "seconds_to_target"}
 CPU = torch.device("cpu")
@@ -108,7 +108,8 @@ def test_grid_is_every_mode_on_every_dataset_with_its_identity(params, raw_param
     (lambda g: g["grid"]["axes"]["mode"]["fixed_full"].update(lr_adaptation=True),
      "lr_adaptation needs a growing network"),
     (lambda g: g["grid"]["axes"]["mode"]["grow_vt"].update(width="start"), "width applies to fixed networks only"),
-    (lambda g: g["profiles"]["smoke"]["train"].update(epochs=3), "cannot hold schedule.num_growths"),
+    (lambda g: g["profiles"]["smoke"]["grid"]["axes"]["dataset"]["cifar10"]["train"].update(epochs=3),
+     "cannot hold schedule.num_growths"),
     (lambda g: g["profiles"]["smoke"]["grid"]["axes"]["dataset"]["cifar10"].update(full_widths=[8, 16]),
      "3 width groups"),
     (lambda g: g["schedule"].update(growth_ratio=1.2), "give one of start_fraction and growth_ratio"),
@@ -262,7 +263,7 @@ def test_vt_lr_compensation_multiplies_the_rescaled_weights_lr_by_s_squared(para
     assert plain.multipliers == {} and plain.compensation == {}  # off: plain steps, no factor anywhere
     name = "stages.1.0.conv1.weight"  # reads stage 0's stream: fan-in 2 -> 4 at the first growth (smoke widths)
     (c_in, c_out), (c_in_new, _) = (growth.plan_for(cfg).stage_widths[k][:2] for k in (0, 1))
-    s = c_in / c_in_new
+    s = (c_in / c_in_new) ** {"linear": 1.0, "sqrt": 0.5}[cfg.method.variance_factor]
     assert s < 1
     factor, old = compensated.multipliers[name], (slice(0, c_out), slice(0, c_in))
     new = torch.ones_like(factor, dtype=torch.bool)

@@ -96,8 +96,23 @@ def test_data_dependent_init_standardises_pre_activations():
 
 
 def test_bad_input_fails_early():
-    with pytest.raises(ValueError, match=r"unknown normalization mode 'layer'; known: batch, weight, both, none"):
-        apply_normalization(TinyCNN(), "layer")
+    with pytest.raises(ValueError, match=r"unknown normalization mode 'group'; known: batch, weight, both, none, layer, instance"):
+        apply_normalization(TinyCNN(), "group")
     with pytest.raises(ValueError, match="no weight-normalised layer"):
         data_dependent_init(TinyCNN(), _batch())
-    assert MODES == ("batch", "weight", "both", "none")
+    assert MODES == ("batch", "weight", "both", "none", "layer", "instance")
+
+
+def test_layer_and_instance_norm_replace_every_batch_norm_and_normalise_per_sample():
+    from pipeline.models import build_model
+
+    for mode, groups in (("layer", lambda c: 1), ("instance", lambda c: c)):
+        model = apply_normalization(build_model("resnet20", 10, (4, 8, 16), generator=torch.Generator().manual_seed(0)),
+                                    mode)
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+        assert norms and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        assert all(m.num_groups == groups(m.num_channels) for m in norms)
+        model.eval()
+        x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        alone = model(x[:1])  # per-sample statistics: a sample's output does not depend on the rest of the batch
+        assert torch.allclose(model(x)[:1], alone, atol=1e-5)

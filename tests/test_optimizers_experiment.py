@@ -25,7 +25,9 @@ def test_grid_and_tuning_jobs_are_the_same_in_every_profile(raw_params):
         names = params.variants("optimizers")
         assert names[:14] == OPTIMIZERS
         assert [params.settings("optimizers", n).optimizer for n in OPTIMIZERS] == OPTIMIZERS
-        assert {n for n in names if n.startswith("norm-")} == {"norm-batch", "norm-weight", "norm-both", "norm-none"}
+        assert {n for n in names if n.startswith("norm-")} == {"norm-batch", "norm-weight", "norm-both", "norm-none",
+                                                               "norm-layer", "norm-instance"}
+        assert {n for n in names if n.startswith("tech-")} == {"tech-dropout", "tech-clip"}
         assert {n for n in names if n.startswith("lr-")} == {"lr-constant", "lr-step", "lr-cosine", "lr-clr",
                                                              "lr-onecycle"}
         # the families' reference arms are exactly `momentum`, so they reuse its lr; everything else tunes its own

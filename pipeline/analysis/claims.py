@@ -34,6 +34,9 @@ Verdict rules (the `verdict` column; `reason` says which rule fired). Applied in
       inconclusive    A has the best mean but is not significantly better than every other, or another variant
                       has a better mean without a significant difference;
       reproduced      A has the best mean and every comparison with it is significant.
+ 7. trend claims ("A's gain over B grows as the training set shrinks", per dataset): the weighted slope of the
+    per-size gains against log10(training-set size), with a normal interval (pipeline/analysis/trend.py):
+      reproduced      the interval lies below 0;  not reproduced  above 0;  inconclusive  it contains 0.
 The p of rules 5-6 is Welch's (Mann-Whitney's for a censored comparison), Holm-adjusted over every comparison of
 the experiment and quantity; a claimed pair outside the configured comparisons is tested alone (unadjusted) and
 the reason says so. Value-claim p-values (rule 4) are per claim, not adjusted.
@@ -47,7 +50,7 @@ import numpy as np
 import polars as pl
 
 from ..seeding import rng
-from . import stats
+from . import stats, trend
 from .ledger import CENSORED, QUANTITIES, Claim, Ledger, Rule
 
 
@@ -185,6 +188,8 @@ def _measure(c: Claim, ledger: Ledger, final: pl.DataFrame, comparisons: pl.Data
     Returns {"missing": reason} when the claim's variants (or its comparison) cannot be found."""
     scale = ledger.units[c.unit].scale
     runs = _scope(final, c)
+    if c.kind == "trend":  # over every subset of the dataset: analysis/trend.py
+        return trend.measure(runs, c.arm, c.versus, c.quantity, c.size, scale, settings.confidence, settings.min_runs)
     arms = {"arm": resolve(runs, c.arm)}
     if c.kind == "best":
         members = [v for v in runs["variant"].unique().to_list() if family_of(ledger, c.experiment, v) == c.family]
@@ -241,6 +246,8 @@ def _measure(c: Claim, ledger: Ledger, final: pl.DataFrame, comparisons: pl.Data
 def _verdict(c: Claim, m: dict, ledger: Ledger, settings) -> tuple[str, str]:
     """Rules 3-6 of the module docstring, on the numbers of _measure."""
     alpha = settings.alpha
+    if c.kind == "trend":
+        return trend.verdict(m, alpha)
     if "missing" in m:
         return "inconclusive", m["missing"]
     if m["n_diverged"]:
@@ -329,6 +336,7 @@ def judge_claims(final: pl.DataFrame, comparisons: pl.DataFrame, ledger: Ledger,
                 data = "synthetic data" if synthetic else "real data at reduced scale"
                 row.update(verdict=f"not comparable (profile {profile})",
                            reason=f"{data}: the numbers check the pipeline, not the paper's setting")
+            row["reason"] += f" ({c.caveat})" if c.caveat else ""  # what the verdict can show, whatever it is
         rows.append(row)
     frame = pl.DataFrame(rows, infer_schema_length=None)
     return frame.with_columns([pl.lit(None, dtype=t).alias(k) for k, t in MEASURED.items() if k not in frame.columns])

@@ -49,7 +49,7 @@ class Claim(Strict):
     id: str
     source: str
     statement: str
-    kind: Literal["value", "ratio", "better", "best", "note"]
+    kind: Literal["value", "ratio", "better", "best", "trend", "note"]
     experiment: str | None = None  # filled in from the claims file's experiment
     arm: str | None = None
     versus: str | None = None  # the baseline of ratio and better claims
@@ -65,11 +65,14 @@ class Claim(Strict):
     claimed_n: int | None = None  # the runs behind claimed_sd / claimed_ci (required with either)
     invert: bool = False  # ratio claims: versus / arm instead of arm / versus (speed-ups)
     reason: str | None = None  # note claims: why the harness cannot test it
+    caveat: str | None = None  # what the verdict can and cannot show (printed with it), e.g. "checks the schedule"
+    size: str = "extra_subset_size"  # trend claims: the final-table column of the training-set size
 
     @model_validator(mode="after")
     def _complete(self):
         needs = {"value": ["arm", "unit", "claimed"], "ratio": ["arm", "versus", "unit", "claimed"],
-                 "better": ["arm", "versus", "unit"], "best": ["arm", "family", "unit"], "note": ["reason"]}[self.kind]
+                 "better": ["arm", "versus", "unit"], "best": ["arm", "family", "unit"], "note": ["reason"],
+                 "trend": ["arm", "versus", "dataset", "unit"]}[self.kind]
         missing = [k for k in needs if getattr(self, k) is None]
         if missing:
             raise ValueError(f"{self.kind} claim needs {', '.join(missing)}")

@@ -12,4 +12,4 @@ settings that define a method (plain SGD has no momentum).
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "adamax", "nadam",
               "amsgrad", "adabound", "amsbound", "kfac")
 LR_SCHEDULES = ("constant", "step", "cosine", "cyclical", "one_cycle")
-NORMALIZATIONS = ("batch", "weight", "both", "none")
+NORMALIZATIONS = ("batch", "weight", "both", "none", "layer", "instance")

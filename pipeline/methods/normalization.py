@@ -9,6 +9,10 @@ Modes (the survey's comparison: weight norm vs batch norm vs their combination):
             output unit: torch.nn.utils.parametrizations.weight_norm, dim 0) and every BatchNorm replaced by Identity
     both    weight normalisation and the BatchNorm layers kept
     none    every BatchNorm replaced by Identity, no weight normalisation (the unnormalised baseline)
+    layer   every BatchNorm2d replaced by layer normalisation over (C, H, W) per sample, with a per-channel affine
+            (Ba et al. 2016 for convolutions: nn.GroupNorm with one group, weight 1, bias 0)
+    instance  every BatchNorm2d replaced by instance normalisation over (H, W) per sample and channel, with a
+            per-channel affine (Ulyanov et al. 2016: nn.GroupNorm with one group per channel)
 
 Removing BatchNorm also removes its learned shift (beta), which was the only bias of the bias-free convolutions
 that precede it in ResNets/VGGs. Salimans & Kingma's layers have a bias (y = phi(w . x + b)), so by default
@@ -67,8 +71,18 @@ def add_weight_norm(model: nn.Module) -> None:
             weight_norm(module, name="weight", dim=0)
 
 
+def replace_batch_norm(model: nn.Module, groups_of) -> int:
+    """Replace every BatchNorm2d by nn.GroupNorm(groups_of(C), C) (weight 1, bias 0), in place; returns how many."""
+    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and name]
+    for name, bn in targets:
+        parent_name, _, child = name.rpartition(".")
+        norm = nn.GroupNorm(groups_of(bn.num_features), bn.num_features, eps=bn.eps).to(bn.weight.device)
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, norm)
+    return len(targets)
+
+
 def apply_normalization(model: nn.Module, mode: str, add_missing_bias: bool = True) -> nn.Module:
-    """Apply normalisation `mode` (batch | weight | both | none) to `model` in place and return it."""
+    """Apply normalisation `mode` (batch | weight | both | none | layer | instance) to `model` in place, return it."""
     if mode not in MODES:
         raise ValueError(f"unknown normalization mode {mode!r}; known: {', '.join(MODES)}")
     if isinstance(model, BATCH_NORM) and mode in ("weight", "none"):
@@ -79,6 +93,8 @@ def apply_normalization(model: nn.Module, mode: str, add_missing_bias: bool = Tr
             add_zero_bias(model)
     if mode in ("weight", "both"):
         add_weight_norm(model)
+    if mode in ("layer", "instance"):
+        replace_batch_norm(model, (lambda c: 1) if mode == "layer" else (lambda c: c))
     return model
 
 

@@ -8,6 +8,7 @@ Imports are inside the function so that `import pipeline.models.<x>` stays as li
 from __future__ import annotations
 
 IMAGE_MODELS = ("preresnet<6n+2>", "resnet20", "resnet18", "vgg11")
+CONV_INITS = ("he_fan_out", "he_fan_in", "torch_default")  # the convolutions' initialisation (pipeline.models.init)
 WIDTH_GROUPS = {"preresnet": 3, "resnet20": 3, "resnet18": 4, "vgg11": 8}  # entries of `widths` per model family
 
 
@@ -16,10 +17,13 @@ def width_groups(name: str) -> int:
     return WIDTH_GROUPS["preresnet" if name.startswith("preresnet") else name]
 
 
-def build_model(name: str, num_classes: int, widths=None, generator=None, width_fraction: float | None = None):
+def build_model(name: str, num_classes: int, widths=None, generator=None, width_fraction: float | None = None,
+                conv_init: str = "he_fan_out"):
     """An image classifier with features()/head by name: preresnet<depth> (e.g. preresnet56), resnet20, resnet18,
     vgg11; at `widths` (default: the model's own), or at `width_fraction` of its default widths rounded to pairs
-    (pipeline.models.widths.scaled_widths). `generator` seeds the initialisation (None: torch's global RNG)."""
+    (pipeline.models.widths.scaled_widths). `generator` seeds the initialisation (None: torch's global RNG);
+    `conv_init` "he_fan_out" is the models' own (He et al.); "he_fan_in" and "torch_default" re-draw the
+    convolutions (pipeline.models.init)."""
     from . import preresnet, resnet, vgg
     from .widths import scaled_widths
 
@@ -32,7 +36,15 @@ def build_model(name: str, num_classes: int, widths=None, generator=None, width_
     if width_fraction is not None:
         default = preresnet.DEFAULT_WIDTHS if depth else builders[name].DEFAULT_WIDTHS
         widths = scaled_widths(default, width_fraction)
+    if conv_init not in CONV_INITS:
+        raise ValueError(f"build_model {name!r}: conv_init must be one of {CONV_INITS}, got {conv_init!r}")
     if depth:
         kwargs = {} if widths is None else {"widths": tuple(widths)}
-        return preresnet.preresnet(int(depth), num_classes, generator=generator, **kwargs)
-    return builders[name](num_classes, None if widths is None else tuple(widths), generator=generator)
+        model = preresnet.preresnet(int(depth), num_classes, generator=generator, **kwargs)
+    else:
+        model = builders[name](num_classes, None if widths is None else tuple(widths), generator=generator)
+    if conv_init != "he_fan_out":
+        from .init import redraw_convs
+
+        redraw_convs(model, conv_init, generator)
+    return model

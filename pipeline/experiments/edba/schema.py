@@ -17,12 +17,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from ...models import CONV_INITS
 from ...schemas.base import Fraction, NonNegFloat, PositiveFloat, PositiveInt, Strict, Target
 
 
 class Model(Strict):
     depth: int = Field(ge=8, le=1202)  # PreResNet depth 6n + 2 (paper: 56; He et al. 2016 go up to 1202)
     widths: list[PositiveInt] = Field(min_length=3, max_length=3)  # channels of the 3 stages (paper: 16, 32, 64)
+    conv_init: Literal[CONV_INITS]  # the convolutions' initialisation (pipeline.models.init)
 
     @model_validator(mode="after")
     def _depth_is_6n_plus_2(self):

@@ -74,7 +74,8 @@ def train(job: Job) -> dict:
 
     gens = runner.seed_generators(job.seed)  # data_order, augment, method: the same streams for both methods
     model = build_model(f"preresnet{cfg.model.depth}", data.num_classes, cfg.model.widths,
-                        generator=generator(job.seed, "init")).to(job.device)  # same init for baseline and EDBA
+                        generator=generator(job.seed, "init"),  # the same init for baseline and EDBA
+                        conv_init=cfg.model.conv_init).to(job.device)
     policy = build_policy(cfg, model.head, gens["method"])
     loop = image.ImageLoop(epochs=cfg.train.epochs, samples_per_epoch=samples_per_epoch(cfg, data),
                            eval_every=cfg.train.eval_every, eval_batch=cfg.train.eval_batch,

@@ -329,3 +329,15 @@ def scaled_step(optimizer: torch.optim.Optimizer, model: nn.Module, multipliers:
     with torch.no_grad():
         for n, m in multipliers.items():
             params[n].copy_(torch.lerp(before[n], params[n], m))
+
+
+# ---------------------------------------------------------------- the scale a growth leaves the weights at
+@torch.no_grad()
+def scale_ratio(grown: nn.Module, fresh: nn.Module) -> float:
+    """Mean over the convolutions of RMS(grown weight) / RMS(fresh weight): the grown network's weight scale
+    against a freshly initialised one of the same widths and initialisation convention (1.0: variance transfer
+    kept the initialisation's scale; a smaller value acts as a larger effective LR under BatchNorm)."""
+    fresh_weights = dict(fresh.named_parameters())
+    rms = lambda w: float(w.detach().pow(2).mean().sqrt())  # noqa: E731  (on any device)
+    ratios = [rms(w) / rms(fresh_weights[n]) for n, w in grown.named_parameters() if w.dim() == 4 and n in fresh_weights]
+    return sum(ratios) / len(ratios)

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from ...models import width_groups
+from ...models import CONV_INITS, width_groups
 from ...schemas.base import Fraction, NonNegFloat, PositiveFloat, PositiveInt, Strict, Target
 
 GROWABLE = ("resnet20", "resnet18", "vgg11")  # the models pipeline.models can grow
@@ -71,6 +71,7 @@ class Settings(Strict):
     dataset: str  # an image-kind key of data.datasets (set by the grid's dataset axis)
     model: Literal[GROWABLE]
     full_widths: list[PositiveInt]  # the target (full) widths, one per width group of the model
+    conv_init: Literal[CONV_INITS]  # the initial network's convolutions (pipeline.models.init)
     target: Target
     growth: Literal[GROWTHS]  # how the network grows (none: fixed width)
     lr_adaptation: bool  # per-stage LR multipliers (only with a growth)

@@ -23,6 +23,8 @@ final_widths, full_widths, stage_widths, growth_epochs, parameters, full_width_p
 """
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from dataclasses import dataclass
 
@@ -35,7 +37,7 @@ from ...seeding import generator
 from ...train import image, runner
 from ...train.jobs import Job
 from .method import (carry_optimizer_state, extend_lr_compensation, extend_stage_masks, grow, initial_stage_masks,
-                     lr_multipliers, scaled_step, stage_multipliers)
+                     lr_multipliers, scale_ratio, scaled_step, stage_multipliers)
 from .schedule import GrowthSchedule
 from .schema import Settings
 
@@ -96,7 +98,7 @@ class Growing:
         t = self.cfg.train
         self.stage = stage
         self.model = build_model(self.cfg.model, self.num_classes, self.plan.stage_widths[stage],
-                                 generator=init).to(self.device)
+                                 generator=init, conv_init=self.cfg.conv_init).to(self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
                                          nesterov=t.nesterov, weight_decay=t.weight_decay)
         # cosine over the whole budget, per iteration; it stays attached across growths (carried in place)
@@ -155,10 +157,12 @@ class Growing:
         return self.model, self, self.scheduler
 
     def epoch_stats(self, stats: dict) -> dict:
-        """History columns of the epoch: stage, width fraction, parameters, its FLOPs, the LR multipliers."""
+        """History columns of the epoch: stage, width fraction, parameters, its FLOPs, the LR multipliers, and the
+        weights' scale against a fresh initialisation of the current widths (weight_scale, scale_ratio)."""
         return {"stage": self.stage, "width": channels(self.model.widths) / channels(self.cfg.full_widths),
                 "params": sum(p.numel() for p in self.model.parameters()), "epoch_flops": stats["flops"],
-                **stage_columns(self.stage_multipliers(), self.stage)}
+                **stage_columns(self.stage_multipliers(), self.stage),
+                "weight_scale": scale_ratio(self.model, fresh(self.cfg, self.num_classes, self.model.widths))}
 
     # the optimizer interface of train_epoch
     @property
@@ -193,6 +197,28 @@ class Growing:
         self._combine()  # the multipliers in use at the checkpoint, not recomputed from the loaded weights
 
 
+@functools.cache
+def _fresh(model: str, num_classes: int, widths: tuple, conv_init: str):
+    return build_model(model, num_classes, widths, generator=torch.Generator().manual_seed(0), conv_init=conv_init)
+
+
+def fresh(cfg: Settings, num_classes: int, widths) -> torch.nn.Module:
+    """A freshly initialised network at `widths` (a fixed generator: bookkeeping, no run stream is touched)."""
+    return _fresh(cfg.model, num_classes, tuple(widths), cfg.conv_init)
+
+
+def grown_init_scale(cfg: Settings, plan: Plan, initial: torch.nn.Module) -> float | None:
+    """The schedule applied to the untrained initial network: its weights' scale after the last growth against a
+    fresh full-width initialisation (1.0: the growth keeps the initialisation's scale; None: no growth)."""
+    if len(plan.stage_widths) == 1:
+        return None
+    m, model, draws = cfg.method, copy.deepcopy(initial), torch.Generator().manual_seed(0)
+    for widths in plan.stage_widths[1:]:
+        model, _ = grow(model, widths, cfg.growth, draws, variance_factor=m.variance_factor,
+                        base_widths=plan.stage_widths[0], init_fan=m.init_fan, net2net_noise=m.net2net_noise)
+    return scale_ratio(model, fresh(cfg, model.head.out_features, plan.stage_widths[-1]))
+
+
 def channels(widths) -> int:
     return sum(widths)
 
@@ -215,6 +241,7 @@ def train(job: Job) -> dict:
     gens = runner.seed_generators(job.seed)
     growing = Growing(cfg, plan, data.num_classes, steps_per_epoch(cfg, len(data.y)), job.device, job.seed,
                       gens["method"])
+    init_scale = grown_init_scale(cfg, plan, growing.model)  # before training: the method's scale, not training's
     loop = image.ImageLoop(epochs=cfg.train.epochs, samples_per_epoch=cfg.train.samples_per_epoch or len(data.y),
                            eval_every=cfg.train.eval_every, eval_batch=cfg.train.eval_batch,
                            augment=cfg.train.augment)
@@ -234,5 +261,6 @@ def train(job: Job) -> dict:
         "growth_epochs": list(plan.growth_epochs),
         "parameters": sum(p.numel() for p in growing.model.parameters()),
         "full_width_parameters": sum(p.numel() for p in full_model.parameters()),
+        "grown_init_scale_ratio": init_scale,
     })
     return runner.finish_run(run)

@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ...methods import LR_SCHEDULES, NORMALIZATIONS, OPTIMIZERS
-from ...models import width_groups
+from ...models import CONV_INITS, width_groups
 from ...schemas.base import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Strict, Target
 
 MODEL_NAME = re.compile(r"^(resnet20|resnet18|vgg11|preresnet\d+)$")
@@ -36,6 +36,8 @@ Betas = Annotated[list[Unit], Field(min_length=2, max_length=2)]  # (beta1, beta
 class Model(Strict):
     name: str  # resnet20 | resnet18 | vgg11 | preresnet<6n+2>
     widths: list[PositiveInt] | None  # None: the model's own widths (ResNet-20: 16, 32, 64)
+    conv_init: Literal[CONV_INITS]  # the convolutions' initialisation (pipeline.models.init)
+    dropout: float = Field(ge=0, lt=1)  # dropout on the features before the classifier head (0: none)
 
     @field_validator("name")
     @classmethod

@@ -38,8 +38,12 @@ METRIC, MODE = "test_acc", "max"  # judged on final test accuracy (a fraction)
 
 # ---------------------------------------------------------------------------------------------- building blocks
 def build_network(cfg: Settings, num_classes: int, seed: int, device) -> torch.nn.Module:
-    """The model with the variant's normalisation; the init depends on the seed only (same for every variant)."""
-    model = build_model(cfg.model.name, num_classes, cfg.model.widths, generator=generator(seed, "init"))
+    """The model with the variant's normalisation (and dropout before its head); the init depends on the seed only
+    (the same for every variant). Dropout draws from the global RNG, seeded per run and checkpointed."""
+    model = build_model(cfg.model.name, num_classes, cfg.model.widths, generator=generator(seed, "init"),
+                        conv_init=cfg.model.conv_init)
+    if cfg.model.dropout > 0:
+        model.head = torch.nn.Sequential(torch.nn.Dropout(cfg.model.dropout), model.head)
     return apply_normalization(model, cfg.normalization).to(device)
 
 
