@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from . import registry
 from .errors import ConfigError, PipelineError  # noqa: F401  (ConfigError is re-exported: callers catch it here)
 from .schemas.analysis import Analysis
+from .data.subsets import subset_sizes
 from .schemas.base import NonNegInt, Strict
 from .schemas.data import Data
 from .variants import Section, merge, resolve_section
@@ -187,6 +188,22 @@ def _one_line(err: ValidationError, profile: str, source: str) -> str:
     return f"{source}: {path}: {msg} [profile {profile}]{tail}"
 
 
+SYNTHETIC_CLASSES = {"cifar10": lambda images: 10, "cifar100": lambda images: images.cifar100_classes}
+
+
+def _check_synthetic_subsets(params: Params) -> None:
+    """Under a synthetic profile every subset fits the synthetic training set (classes x train_per_class)."""
+    images = params.data.synthetic.images
+    for name, ds in params.data.datasets.items():
+        if ds.kind in SYNTHETIC_CLASSES and ds.subsets:
+            classes = SYNTHETIC_CLASSES[ds.kind](images)
+            try:
+                subset_sizes(ds.subsets, classes * images.train_per_class, classes, name)
+            except PipelineError as err:
+                raise ConfigError(f"data.datasets.{name}.subsets: {err} (synthetic: {classes} classes x "
+                                  f"data.synthetic.images.train_per_class {images.train_per_class})") from None
+
+
 def _check_references(params: Params) -> None:
     """Every dataset and subset a variant reads exists in data.datasets with a kind its experiment trains on, and
     every tuning job a variant reads is a variant that tunes itself."""
@@ -241,6 +258,8 @@ def _validate_one(raw: dict[str, Any], profile: str | None, source: str, base: P
             raise ConfigError(f"{source}: {err} [profile {active}]") from None
     params = Params(shared, sections, experiments)
     try:
+        if params.synthetic:
+            _check_synthetic_subsets(params)
         _check_references(params)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err} [profile {active}]") from None

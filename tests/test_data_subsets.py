@@ -1,6 +1,7 @@
 """Training subsets: class-balanced, deterministic per (seed, dataset), different across seeds, nested by size."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -104,9 +105,19 @@ def test_write_subsets_files_and_summary(raw_params, tmp_path):
 
 
 def test_write_subsets_refuses_an_unbalanceable_subset_before_writing(raw_params, tmp_path):
-    p = smoke(raw_params, tmp_path, per_class=50)  # 500 training images: 1% = 5 samples for 10 classes
+    # synthetic data: `check` already knows the training set's size and refuses the params
+    with pytest.raises(config.ConfigError, match="data.datasets.cifar10.subsets: cifar10: subset p1 has 5 samples, "
+                                                 "fewer than its 10 classes"):
+        smoke(copy.deepcopy(raw_params), tmp_path, per_class=50)  # 500 training images: 1% = 5 samples for 10 classes
+    # real data: only the prepared set tells its size; the subsets stage refuses before writing anything
     prepared, out = tmp_path / "prepared/cifar10", tmp_path / "subsets/cifar10"
-    stages.prepare_dataset(p, "cifar10", prepared)
+    small = copy.deepcopy(raw_params)
+    for name in ("cifar10", "cifar100"):
+        small["data"]["datasets"][name]["subsets"].pop("p1")
+    for experiment in ("edba", "optimizers"):
+        small.pop(experiment)
+    stages.prepare_dataset(smoke(small, tmp_path, per_class=50), "cifar10", prepared)  # 500 images
+    p = smoke(raw_params, tmp_path, per_class=100)  # params for 1,000 images, but the prepared set has 500
     with pytest.raises(DataError, match="^cifar10: subset p1 has 5 samples, fewer than its 10 classes"):
         stages.write_subsets(p, "cifar10", prepared, out)
     assert not out.parent.exists() or list(out.parent.iterdir()) == []

@@ -114,3 +114,55 @@ def test_values_a_stage_would_crash_on_are_refused_by_check(raw_params, edit, ex
     with pytest.raises(config.ConfigError) as info:
         config.validate(raw_params)
     assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def changed_variants(before: config.Params, after: config.Params) -> list[tuple[str, str]]:
+    """(experiment, variant) whose resolved settings differ between two params (or that only `after` has)."""
+    out = []
+    for exp in after.experiments:
+        for v in after.variants(exp):
+            old = before.settings(exp, v).model_dump() if exp in before.experiments and v in before.variants(exp) \
+                else None
+            if old != after.settings(exp, v).model_dump():
+                out.append((exp, v))
+    return out
+
+
+@pytest.mark.slow
+def test_accepted_mutations_do_not_crash_the_stages_they_change(raw_params, tmp_path):
+    """Every accepted mutation's changed smoke variants train one seed (after their tuning job) on data prepared
+    under the mutated params: an accepted value must not crash a stage. PIPELINE_FUZZ_DEEP mutations (default 40)."""
+    from pipeline.data.stages import prepare_dataset, write_subsets
+    from pipeline.train.jobs import Inputs, Job
+
+    rng, base = random.Random(7), config.validate(raw_params)
+    trained = 0
+    for i in range(int(os.environ.get("PIPELINE_FUZZ_DEEP", "40"))):
+        raw, what = mutate(raw_params, rng)
+        try:
+            params = config.validate(raw)
+        except config.ConfigError:
+            continue
+        work = tmp_path / f"m{i}"
+        datasets = sorted({d for e, v in changed_variants(base, params) for d, _ in params.data_of(e, v)})
+        for d in datasets:
+            prepare_dataset(params, d, work / "prepared" / d)
+            if params.data.datasets[d].subsets:
+                write_subsets(params, d, work / "prepared" / d, work / "subsets" / d)
+        for exp, variant in changed_variants(base, params):
+            inputs = Inputs.from_paths(data=[work / "prepared" / d for d, _ in params.data_of(exp, variant)],
+                                       subsets=[work / "subsets" / d for d, _ in params.data_of(exp, variant)
+                                                if params.data.datasets[d].subsets])
+            module = params.experiment(exp)
+            if (job := params.tuning_of(exp, variant)) is not None:
+                out = work / "tuning" / f"{job}.json"
+                if not out.exists():
+                    module.module("tune").tune(Job(params, exp, job, None, inputs, out.with_suffix(""),
+                                                   work / "ckpt"), out)
+                inputs = Inputs(inputs.data, inputs.subsets, {job: out})
+            module.module("train").train(Job(params, exp, variant, params.seeds[0], inputs,
+                                             work / "runs" / exp / variant, work / "ckpt"))
+            trained += 1
+        # any exception above (a crash, or a one-line error after `check` accepted the value) fails: `what` says which
+    print(f"deep fuzz: {trained} variant runs trained for the accepted mutations")
+    assert trained > 0

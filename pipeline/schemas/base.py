@@ -11,6 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 INT_MAX = 2**31 - 1  # no count in params.yaml is larger (torch indexes and sizes in int32 on some paths)
 PositiveInt = Annotated[int, Field(gt=0, le=INT_MAX)]
 Pair = Annotated[list[float], Field(min_length=2, max_length=2)]  # two numbers (YAML gives a list)
+# Upper bounds that guard against a slip (a stray factor of 1000 would hang or exhaust a machine, not fail): each
+# far above what any experiment here uses
+Epochs = Annotated[int, Field(gt=0, le=10_000)]  # the papers train 13-300 epochs
+BatchSize = Annotated[int, Field(gt=0, le=65_536)]  # samples, streams or tokens per forward
+Width = Annotated[int, Field(gt=0, le=8_192)]  # channels, units or embedding size of a layer
+Samples = Annotated[int, Field(gt=0, le=100_000_000)]  # samples or tokens drawn per epoch, tokens of a dataset
+Count = Annotated[int, Field(gt=0, le=10_000)]  # small counts: grid points, candidates, steps between decisions
 NonNegInt = Annotated[int, Field(ge=0, le=INT_MAX)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]

@@ -60,22 +60,29 @@ class Dataset(Strict):
 class SyntheticText(Strict):
     """PTB-like corpus sampled from a random sparse Markov chain (learnable, so perplexity visibly drops)."""
 
-    vocab_size: PositiveInt  # word types; "<eos>" is one of them
-    train_tokens: int = Field(ge=2)
-    valid_tokens: int = Field(ge=2)  # a token and its successor: the least an evaluation can score
-    test_tokens: int = Field(ge=2)
+    vocab_size: int = Field(ge=2, le=1_000_000)  # word types; "<eos>" is one of them
+    train_tokens: int = Field(ge=2, le=100_000_000)
+    valid_tokens: int = Field(ge=2, le=100_000_000)  # a token and its successor: the least an evaluation can score
+    test_tokens: int = Field(ge=2, le=100_000_000)
     successors: PositiveInt  # each word is followed by one of this many words: entropy ~ log(successors)
-    sentence_length: PositiveInt  # mean words per line before "<eos>"
+    sentence_length: int = Field(gt=0, le=10_000)  # mean words per line before "<eos>"
+
+    @model_validator(mode="after")
+    def _successors_fit(self):
+        if self.successors >= self.vocab_size:
+            raise ValueError(f"successors {self.successors} needs vocab_size > {self.successors} (the words but "
+                             f"<eos> must hold them)")
+        return self
 
 
 class SyntheticImages(Strict):
     """CIFAR-like images: a fixed random pattern per class plus Gaussian noise, uint8 N x 32 x 32 x 3."""
 
-    train_per_class: PositiveInt
-    test_per_class: PositiveInt
+    train_per_class: int = Field(gt=0, le=100_000)  # CIFAR has 5,000 (500 for CIFAR-100)
+    test_per_class: int = Field(gt=0, le=100_000)
     noise: PositiveFloat  # noise std relative to the class pattern's contrast
     colour: float = Field(ge=0)  # std of a per-class mean colour (pattern units)
-    cifar100_classes: PositiveInt  # classes of the synthetic stand-in for CIFAR-100
+    cifar100_classes: int = Field(ge=2, le=1_000)  # classes of the synthetic stand-in for CIFAR-100
 
 
 class Synthetic(Strict):

@@ -32,6 +32,9 @@ def check(params, variant: str, settings: Settings) -> None:
     if not params.synthetic:
         return
     text = params.data.synthetic.text
+    if (settings.train.train_tokens or 0) > text.train_tokens:
+        raise ConfigError(f"block_size variant {variant!r}: train.train_tokens {settings.train.train_tokens} exceeds "
+                          f"the synthetic text's data.synthetic.text.train_tokens {text.train_tokens}")
     train = min(text.train_tokens, settings.train.train_tokens or text.train_tokens)
     if train < 2 * settings.train.batch_size:
         raise ConfigError(f"data.synthetic.text.train_tokens: {train} tokens are too few for block_size variant "

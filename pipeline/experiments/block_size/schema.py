@@ -16,16 +16,17 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from ...schemas.base import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Strict, Target
+from ...schemas.base import (BatchSize, Epochs, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Samples, Strict,
+                             Target, Width)
 
 
 # ---------------------------------------------------------------------------------------------- model
 class LSTMModel(Strict):
     """pipeline.models.lstm_lm.LSTMConfig without vocab_size (read from the prepared vocab.txt)."""
 
-    embed_size: PositiveInt
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
+    embed_size: Width
+    hidden_size: Width
+    num_layers: int = Field(gt=0, le=64)
     dropout: Annotated[float, Field(ge=0, lt=1)]
     init_range: PositiveFloat | None  # U(-r, r) for every parameter (Zaremba et al. 2014); None: torch's
     tie_weights: bool
@@ -65,8 +66,8 @@ class Train(Strict):
     `loss_reduction: sum_over_block` (SGD only: Adam divides the scale out, so the schema refuses the pair) and
     `lr_block_scaling: linear` (any optimizer); using both would count the block twice and is refused too."""
 
-    epochs: PositiveInt
-    batch_size: PositiveInt  # parallel streams (columns of the batchified training text)
+    epochs: Epochs
+    batch_size: BatchSize  # parallel streams (columns of the batchified training text)
     optimizer: Literal["adam", "sgd"]
     lr: PositiveFloat  # the lr at block lr_reference_block (the only lr unless lr_block_scaling is linear)
     adam_betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
@@ -77,9 +78,9 @@ class Train(Strict):
     lr_block_scaling: Literal["none", "linear"]  # linear: the epoch's lr x block / lr_reference_block
     lr_reference_block: PositiveInt  # the block at which `lr` applies unscaled (lr_block_scaling linear)
     lr_schedule: LRSchedule
-    eval_batch_size: PositiveInt  # evaluation streams; every token after the first is scored once
-    eval_block: PositiveInt  # evaluation chunk; it changes nothing but speed
-    train_tokens: PositiveInt | None  # use only the first N training tokens (a budget); None: all
+    eval_batch_size: BatchSize  # evaluation streams; every token after the first is scored once
+    eval_block: BatchSize  # evaluation chunk; it changes nothing but speed
+    train_tokens: Samples | None  # use only the first N training tokens (a budget); None: all
 
     @model_validator(mode="after")
     def _block_scales_the_step_once(self):

@@ -18,12 +18,13 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from ...models import CONV_INITS
-from ...schemas.base import Fraction, NonNegFloat, PositiveFloat, PositiveInt, Strict, Target
+from ...schemas.base import (BatchSize, Count, Epochs, Fraction, NonNegFloat, PositiveFloat, PositiveInt, Samples, Strict,
+                             Target, Width)
 
 
 class Model(Strict):
     depth: int = Field(ge=8, le=1202)  # PreResNet depth 6n + 2 (paper: 56; He et al. 2016 go up to 1202)
-    widths: list[PositiveInt] = Field(min_length=3, max_length=3)  # channels of the 3 stages (paper: 16, 32, 64)
+    widths: list[Width] = Field(min_length=3, max_length=3)  # channels of the 3 stages (paper: 16, 32, 64)
     conv_init: Literal[CONV_INITS]  # the convolutions' initialisation (pipeline.models.init)
 
     @model_validator(mode="after")
@@ -34,19 +35,19 @@ class Model(Strict):
 
 
 class Train(Strict):
-    epochs: PositiveInt
+    epochs: Epochs
     # samples drawn per epoch: "train_set" = the size of the dataset's whole training set whatever the subset (so
     # every subset gets the same number of drawn samples, i.e. of baseline steps, per epoch); "subset" = one pass
     # over the subset; a number = that many samples
-    samples_per_epoch: PositiveInt | Literal["train_set", "subset"]
-    batch_size: PositiveInt  # the baseline's fixed batch and EDBA's initial batch
+    samples_per_epoch: Samples | Literal["train_set", "subset"]
+    batch_size: BatchSize  # the baseline's fixed batch and EDBA's initial batch
     lr: PositiveFloat  # constant: the paper names no schedule
     momentum: Annotated[float, Field(ge=0, lt=1)]
     nesterov: bool
     weight_decay: NonNegFloat
     augment: bool  # random crop (pad 4) + horizontal flip
     eval_every: PositiveInt  # test accuracy every k epochs (and always after the last)
-    eval_batch: PositiveInt
+    eval_batch: BatchSize
     # a batch larger than the (sub)set (EDBA may grow to 1000 on a 100-image subset): "wrap" = read on into the
     # next fresh permutation(s) of the subset (pipeline.train.image.IndexStream), the only mode
     oversize_batch: Literal["wrap"]
@@ -56,9 +57,9 @@ class EDBAConfig(Strict):
     """EDBA's settings (pipeline/experiments/edba/method.py says what each one does; params.yaml gives every value
     and its reason). The initial batch is train.batch_size, the baseline's batch."""
 
-    min_batch: PositiveInt
-    max_batch: PositiveInt
-    num_candidates: PositiveInt
+    min_batch: BatchSize
+    max_batch: BatchSize
+    num_candidates: Count
     subset_sizes: Literal["uniform_size", "bernoulli"]
     min_subset_frac: Fraction
     include_full_batch: bool
@@ -68,7 +69,7 @@ class EDBAConfig(Strict):
     grad_metric: Literal["norm_of_mean", "mean_of_norms"]
     model_metric: Literal["batch", "subset"]
     batch_rule: Literal["margin", "kept_fraction"]
-    window: PositiveInt
+    window: Count
     margin_tolerance: NonNegFloat
     kept_low: Fraction
     kept_high: Fraction

@@ -18,16 +18,17 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from ...models import CONV_INITS, width_groups
-from ...schemas.base import Fraction, NonNegFloat, PositiveFloat, PositiveInt, Strict, Target
+from ...schemas.base import (BatchSize, Epochs, Fraction, NonNegFloat, PositiveFloat, PositiveInt, Samples, Strict,
+                             Target, Width)
 
 GROWABLE = ("resnet20", "resnet18", "vgg11")  # the models pipeline.models can grow
 GROWTHS = ("none", "random", "variance_transfer", "net2net")  # none: a fixed-width network
 
 
 class Train(Strict):
-    epochs: PositiveInt
-    batch_size: PositiveInt
-    samples_per_epoch: PositiveInt | None  # samples drawn per epoch (a budget); None: the training set size
+    epochs: Epochs
+    batch_size: BatchSize
+    samples_per_epoch: Samples | None  # samples drawn per epoch (a budget); None: the training set size
     lr: PositiveFloat  # peak lr of the cosine schedule (the global schedule every LR multiplier sits on)
     momentum: Annotated[float, Field(ge=0, lt=1)]
     nesterov: bool
@@ -36,13 +37,13 @@ class Train(Strict):
     eta_min: NonNegFloat  # the cosine's final lr
     augment: bool  # random crop (pad 4) + horizontal flip
     eval_every: PositiveInt  # test accuracy every k epochs (and always after the last)
-    eval_batch: PositiveInt
+    eval_batch: BatchSize
 
 
 class Schedule(Strict):
     """schedule.GrowthSchedule without the widths and epochs (they come from the dataset and train)."""
 
-    num_growths: PositiveInt
+    num_growths: int = Field(gt=0, le=64)
     start_fraction: Fraction | None = None  # stage-0 width / full width; None: from growth_ratio
     growth_ratio: Annotated[float, Field(gt=1)] | None = None  # width ratio per growth; start = ratio ** -G
     stage_length_ratio: PositiveFloat  # stage k lasts ~ L0 * ratio ** k epochs; 1.0: equal stages
@@ -70,7 +71,7 @@ class Settings(Strict):
 
     dataset: str  # an image-kind key of data.datasets (set by the grid's dataset axis)
     model: Literal[GROWABLE]
-    full_widths: list[PositiveInt]  # the target (full) widths, one per width group of the model
+    full_widths: list[Width]  # the target (full) widths, one per width group of the model
     conv_init: Literal[CONV_INITS]  # the initial network's convolutions (pipeline.models.init)
     target: Target
     growth: Literal[GROWTHS]  # how the network grows (none: fixed width)

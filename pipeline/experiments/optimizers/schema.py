@@ -25,7 +25,8 @@ from pydantic import Field, field_validator, model_validator
 
 from ...methods import LR_SCHEDULES, NORMALIZATIONS, OPTIMIZERS
 from ...models import CONV_INITS, width_groups
-from ...schemas.base import NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Strict, Target
+from ...schemas.base import (BatchSize, Epochs, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Strict, Target,
+                             Width)
 
 MODEL_NAME = re.compile(r"^(resnet20|resnet18|vgg11|preresnet\d+)$")
 Unit = Annotated[float, Field(ge=0, lt=1)]  # a decay or momentum in [0, 1)
@@ -35,7 +36,7 @@ Betas = Annotated[list[Unit], Field(min_length=2, max_length=2)]  # (beta1, beta
 
 class Model(Strict):
     name: str  # resnet20 | resnet18 | vgg11 | preresnet<6n+2>
-    widths: list[PositiveInt] | None  # None: the model's own widths (ResNet-20: 16, 32, 64)
+    widths: list[Width] | None  # None: the model's own widths (ResNet-20: 16, 32, 64)
     conv_init: Literal[CONV_INITS]  # the convolutions' initialisation (pipeline.models.init)
     dropout: float = Field(ge=0, lt=1)  # dropout on the features before the classifier head (0: none)
 
@@ -58,20 +59,20 @@ class Model(Strict):
 
 class Train(Strict):
     subset: str  # a subset of data.datasets.<dataset>.subsets (per seed); "full": the whole training set
-    epochs: PositiveInt
-    batch_size: PositiveInt
+    epochs: Epochs
+    batch_size: BatchSize
     weight_decay: NonNegFloat  # L2 added to the gradient, every optimizer (AdamW's decoupled decay: its options)
     augment: bool  # crop (pad 4) + flip
     clip_grad_norm: PositiveFloat | None  # None: no clipping
     weight_norm_init: Literal["data_dependent", "none"]  # weight norm's initialisation (Salimans & Kingma 2016 §3)
-    eval_batch: PositiveInt
+    eval_batch: BatchSize
 
 
 class Tuning(Strict):
     """lr grid = lr_center[optimizer] * 10 ** (step_decades * (i - (points - 1) / 2)), i = 0 .. points - 1."""
 
-    epochs: PositiveInt  # the tuning budget: each grid point trains this many epochs (schedule over this budget)
-    points: PositiveInt
+    epochs: Epochs  # the tuning budget: each grid point trains this many epochs (schedule over this budget)
+    points: int = Field(gt=0, le=101)  # grid points
     step_decades: PositiveFloat  # spacing of the grid in decades (0.5: 1, 3.16, 10, ...)
     validation_fraction: OpenFraction  # of each class of the training set, held out
     seed: NonNegInt  # the tuning runs' seed (and the subset of that seed)
