@@ -10,5 +10,23 @@ class PipelineError(Exception):
     """Bad input: the message is one line naming the key, file, dataset or run that is wrong."""
 
 
+def check_writable(folder, what: str) -> None:
+    """A one-line PipelineError when no file can be written in `folder` (probed in its nearest existing ancestor,
+    which is left as it was), so a stage refuses before any work whose results it could not keep."""
+    import os
+    from pathlib import Path
+
+    path = Path(folder).absolute()
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    probe = existing / f".write-test-{os.getpid()}"
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise PipelineError(f"{folder}: cannot write {what} there ({err.strerror}: {existing})") from None
+
+
 class ConfigError(PipelineError, ValueError):
     """A bad params.yaml (or plug-in): the message is one line naming the key path and what is wrong."""

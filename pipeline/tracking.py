@@ -26,7 +26,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from .config import Params
-from .errors import PipelineError
+from .errors import PipelineError, check_writable
 
 RUN_FILES = ("metrics.json", "history.csv", "config.json")
 MAX_PARAM_LENGTH = 500  # MLflow's limit on a param value
@@ -46,16 +46,6 @@ def _lock_for(uri: str) -> FileLock:
         return FileLock(uri[len("sqlite:///"):] + ".lock")
     digest = hashlib.sha256(uri.encode()).hexdigest()[:12]
     return FileLock(str(Path(os.environ.get("TMPDIR", "/tmp")) / f"pipeline-mlflow-{digest}.lock"))
-
-
-def writable(folder: Path) -> None:
-    """A one-line TrackingError when nothing can be written in `folder`."""
-    probe = Path(folder) / f".write-test-{os.getpid()}"
-    try:
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise TrackingError(f"{folder}: cannot write here ({err.strerror})") from None
 
 
 def _store_error(err: Exception) -> bool:
@@ -180,8 +170,7 @@ def sync_experiment(params: Params, experiment: str, runs_root: Path, out: Path)
             for d in dirs]
     uri = tracking_uri(params)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writable(out.parent)  # before MLflow is written to: a receipt that cannot be written would leave it half-done
+    check_writable(out.parent, "the receipt")  # before MLflow is written to: a receipt that cannot be written would leave it half-done
     try:
         receipt = sync_runs(uri, f"{params.tracking.experiment_prefix}{experiment}", runs)
     except Exception as err:  # MLflow's store errors (sqlalchemy, REST) are long and never name the store
@@ -190,6 +179,7 @@ def sync_experiment(params: Params, experiment: str, runs_root: Path, out: Path)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrackingError(f"{_store_name(uri)}: the MLflow store cannot be used ({type(err).__name__}: "
                             f"{first[:200]})") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"tracking_uri": uri, "runs": receipt}, indent=2))
     new = sum(r["new"] for r in receipt)
     print(f"{experiment}: {len(receipt)} runs in MLflow ({new} new) at {uri}")

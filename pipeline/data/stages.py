@@ -97,8 +97,7 @@ def _prepare_synthetic(params, kind: str, tmp: Path) -> dict:
     cfg = params.data.synthetic
     if kind == "ptb":
         return synthetic.write_synthetic_text(cfg.text, tmp, kind)
-    n_classes = cfg.images.cifar100_classes if kind == "cifar100" else 10
-    return synthetic.write_synthetic_images(cfg.images, n_classes, kind, tmp)
+    return synthetic.write_synthetic_images(cfg.images, cfg.images.classes(kind), kind, tmp)
 
 
 def _prepare_real(params, ds, tmp: Path) -> tuple[dict, dict]:

@@ -84,6 +84,10 @@ class SyntheticImages(Strict):
     colour: float = Field(ge=0)  # std of a per-class mean colour (pattern units)
     cifar100_classes: int = Field(ge=2, le=1_000)  # classes of the synthetic stand-in for CIFAR-100
 
+    def classes(self, kind: str) -> int:
+        """How many classes the synthetic stand-in of a dataset kind has (CIFAR-10's: 10)."""
+        return self.cifar100_classes if kind == "cifar100" else 10
+
 
 class Synthetic(Strict):
     text: SyntheticText

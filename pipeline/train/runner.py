@@ -11,11 +11,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from ..data.fetch import DataError
-from ..errors import PipelineError
+from ..errors import PipelineError, check_writable
 from .engine import Run, RunSpec, environment
 from ..seeding import generator, seed_global
 
@@ -34,23 +33,9 @@ def start_run(spec: RunSpec, run_dir: Path, checkpoint_root: Path, device, log=p
             raise RunConflict(f"{run_dir}: holds a finished run of another config ({old}); move it away first")
     ckpt = Path(checkpoint_root) / spec.experiment / spec.variant / f"seed{spec.seed}"
     for folder in (run_dir, ckpt):  # before any training: results that cannot be written would be work lost
-        _writable(folder)
+        check_writable(folder, "the run's files")
     seed_global(spec.seed)
     return Run(spec, run_dir, ckpt, device, log=log)
-
-
-def _writable(folder: Path) -> None:
-    """A one-line PipelineError when no file can be written in `folder` (probed in its nearest existing ancestor,
-    which is left as it was: the run's folders are made when its files are written)."""
-    existing = next(p for p in [Path(folder).absolute(), *Path(folder).absolute().parents] if p.exists())
-    probe = existing / f".write-test-{os.getpid()}"
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(20, "Not a directory", str(existing))
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise PipelineError(f"{folder}: cannot write the run's files there ({err.strerror}: {existing})") from None
 
 
 @functools.cache
