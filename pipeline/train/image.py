@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..schemas.base import OVERSIZE_BATCH  # how a batch larger than the subset is drawn (ImageLoop.oversize_batch)
 from .engine import Diverged, GeneratorState, Run, TensorState, check_finite
 
 
@@ -86,9 +87,6 @@ class ImageData:
                 raise LeakError(f"training step used indices {bad} outside the training set of {n_train} images")
             raise LeakError(f"training step used indices {bad} that are not in the run's subset")
         return local
-
-
-from ..schemas.base import OVERSIZE_BATCH  # noqa: E402  (how a batch larger than the subset is drawn)
 
 
 class IndexStream:
