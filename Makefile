@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 CORES ?= 2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all pipeline dvc test test-all clean-results
+.PHONY: all pipeline dvc dvc-adopt test test-all clean-results
 
 all: pipeline
 
@@ -16,10 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 pipeline: $(VENV)/.installed  ## every stage on the profile in params.yaml, ending in report/index.html
-	snakemake --cores $(CORES)
+	snakemake --profile profiles/local --cores $(CORES)
 
 dvc: $(VENV)/.installed  ## the same stages through DVC (one at a time)
 	dvc repro
+
+dvc-adopt: $(VENV)/.installed  ## after `make`: record Snakemake's outputs in dvc.lock, so `dvc status` is clean
+	dvc commit -f -q
 
 test: $(VENV)/.installed  ## the test suite (tiny generated data, CPU), without the slow integration tests
 	python -m pytest -m "not slow"

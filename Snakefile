@@ -13,12 +13,13 @@ report: "workflow/report/workflow.rst"
 
 
 try:
-    read_yaml("params.yaml")  # what the jobs read: a duplicate key (YAML keeps the last silently) stops here too
+    FILE = read_yaml("params.yaml")  # what the jobs read: a duplicate key (YAML keeps the last silently) stops here too
     P = harness.validate(config, os.environ.get("PIPELINE_PROFILE"))  # the profile the jobs will see
+    harness.check_overrides(config, FILE)  # `--config` may choose the profile only: jobs read params.yaml
 except harness.ConfigError as err:
     raise WorkflowError(str(err)) from None
 config["profile"] = P.profile  # PIPELINE_PROFILE may override the file: the report captions name the active one
-SEEDS = dag.seeds_arg(P)
+os.environ.update(PIPELINE_PROFILE=P.profile)  # `--config profile=...` too: every job (local or sbatch) runs the planned one
 FINGERPRINTS = dag.fingerprints(P)  # stage -> digest of its resolved params and code: a change reruns the job
 
 
@@ -27,12 +28,23 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
     variant="[^/]+",
     name="[^/]+",
+    seed="[0-9]+",
 
 
 include: "workflow/common.smk"
 include: "workflow/data.smk"
 include: "workflow/train.smk"
 include: "workflow/analysis.smk"
+
+
+localrules:
+    all,
+    settings,
+    track,
+    collect,
+    analyze,
+    figures,
+    report,
 
 
 rule all:

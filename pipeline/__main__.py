@@ -62,10 +62,20 @@ def _set_threads() -> None:
 def check(params: Path = PARAMS):
     """Validate params.yaml and print the grid (experiments, variants, seeds)."""
     p = _load(params)
-    typer.echo(f"profile {p.profile} (synthetic data: {p.synthetic}); seeds {p.seeds}")
+    typer.echo(f"profile {p.profile} (synthetic data: {p.synthetic}); seeds {p.seeds}; "
+               f"one training job per {p.job_per}")
     for exp in p.experiments:
         where = shown(p.experiment(exp).folder)
         typer.echo(f"{exp} ({len(p.variants(exp))} variants, {where}): {', '.join(p.variants(exp))}")
+    written = params.parent / "dvc.yaml"
+    if written.is_file():
+        import yaml
+
+        from .dvcfile import dvc_yaml
+
+        if yaml.safe_load(written.read_text()) != dvc_yaml(p):
+            typer.echo(f"note: {written} was written for another profile or grid (its training jobs differ); "
+                       f"`python -m pipeline dvc-yaml` rewrites it for this one (Snakemake needs nothing)")
 
 
 @app.command()
@@ -151,6 +161,21 @@ def tune(experiment: str = typer.Argument(..., help="An experiment with a tuning
 
 
 @app.command()
+def settings(out: Path = typer.Option(..., help="Directory for <experiment>/<variant>.json."),
+             runs: Path = typer.Option(Path("results/runs"), help="Where the runs are, to say what changed."),
+             params: Path = PARAMS):
+    """Write every variant's resolved settings (the file its jobs depend on) and say which keys changed since its
+    runs were made."""
+    p = _load(params)
+    from .resolved import write
+
+    changed = write(p, out, runs)
+    for line in changed:
+        typer.echo(f"changed: {line}", err=True)
+    typer.echo(f"{sum(len(p.variants(e)) for e in p.experiments)} variants' settings in {out}")
+
+
+@app.command()
 def track(experiment: str = typer.Argument(..., help="The experiment whose runs to sync."),
           runs: Path = typer.Option(..., help="results/runs/<experiment>"),
           out: Path = typer.Option(..., help="Receipt: JSON listing every run and its MLflow run id."),
@@ -197,25 +222,60 @@ def figures(tables: Path = typer.Option(..., help="The collect stage's directory
 def report(analysis: Path = typer.Option(..., help="The analyze stage's directory."),
            figures: Path = typer.Option(..., help="The figures stage's directory."),
            out: Path = typer.Option(..., help="Directory for index.html and report.md."),
+           benchmarks: Optional[Path] = typer.Option(None, help="Snakemake's benchmark files (job runtime and peak "
+                                                     "memory; absent under DVC)."),
            params: Path = PARAMS):
     """Render report/index.html and report/report.md from the tables and figures."""
     p = _load(params)
     from .report.render import render
 
-    render(analysis, figures, out, p)
+    render(analysis, figures, out, p, benchmarks_dir=benchmarks)
+
+
+@app.command()
+def plan(profile: Optional[str] = typer.Option(None, help="smoke, quick or paper (default: the params file's)."),
+         device: str = typer.Option("h100", help="An accelerator of pipeline/plan.py's table (h100, a100, v100, l4, "
+                                    "a10g, rtx4090), or cpu: this machine, measured."),
+         gpus: int = typer.Option(1, help="GPUs the jobs are spread over."),
+         jobs_per_gpu: int = typer.Option(1, help="Jobs sharing one GPU."),
+         precision: str = typer.Option("fp32", help="fp32 (the params' default: no autocast), tf32 or bf16."),
+         efficiency: Optional[float] = typer.Option(None, help="Fraction of the peak sustained (default: "
+                                                    "pipeline/plan.py DEFAULT_EFFICIENCY, with its reason)."),
+         calibrate: bool = typer.Option(False, help="Time a real training step here and plan for this machine."),
+         calibrate_on: Optional[str] = typer.Option(None, help="experiment[/variant] whose step --calibrate times "
+                                                    "(default: the first experiment's first variant)."),
+         params: Path = PARAMS):
+    """The cost plan: per experiment its jobs, training FLOPs and GPU-hours on an accelerator, and the wall-clock."""
+    from . import plan as cost
+
+    try:
+        p = cfg.load(params, profile)
+    except cfg.ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
+    eff = cost.DEFAULT_EFFICIENCY if efficiency is None else efficiency
+    measure = calibrate or device == "cpu"
+    cost.wall_clock([], gpus, jobs_per_gpu)  # checks --gpus and --jobs-per-gpu
+    if not measure:  # a bad device, precision or efficiency: one line before any work
+        flops = cost.throughput(device, precision, eff)
+        label = (f"{device} {precision}, {cost.ACCELERATORS[device][precision] / 1e12:,.4g} TFLOP/s peak x "
+                 f"efficiency {eff:g}" + (f" (the default: {cost.EFFICIENCY_REASON})" if efficiency is None else ""))
+    _set_threads()  # the FLOP counts run a model forward; a calibration times a step as one job would run it
+    if measure:
+        experiment, _, variant = (calibrate_on or "").partition("/")
+        c = cost.calibrate(p, experiment or None, variant or None)
+        flops, label = c.flops_per_s, (f"this machine, {c.flops_per_s / 1e9:,.1f} GFLOP/s measured on {c.probe} "
+                                       f"({c.flops_per_step / 1e9:,.1f} GFLOP in {c.seconds_per_step:.2f} s a step)")
+    typer.echo(cost.render(p, cost.estimate(p), flops, label, gpus, jobs_per_gpu))
 
 
 @app.command("dvc-yaml")
 def dvc_yaml_cmd(out: Path = typer.Option(Path("dvc.yaml"), help="Where to write dvc.yaml."),
                  params: Path = PARAMS):
-    """Write dvc.yaml from the stage list (the same stages, commands and outputs as the Snakefile)."""
-    import yaml
+    """Write dvc.yaml from the stage groups (the same stages, commands and outputs as the Snakefile)."""
+    from .dvcfile import dvc_yaml, render
 
-    from .dag import dvc_yaml
-
-    p = _load(params)
-    header = "# Written by `python -m pipeline dvc-yaml` from pipeline/dag.py; do not edit by hand.\n"
-    out.write_text(header + yaml.safe_dump(dvc_yaml(p), sort_keys=False, width=200))
+    out.write_text(render(dvc_yaml(_load(params))))
 
 
 def main() -> None:

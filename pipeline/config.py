@@ -22,6 +22,7 @@ from .schemas.analysis import Analysis
 from .data.subsets import subset_sizes
 from .schemas.base import NonNegInt, Strict
 from .schemas.data import Data
+from .schemas.speed import Speed
 from .variants import Section, merge, resolve_section
 from .yamlfile import read_yaml
 
@@ -32,6 +33,8 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 class ProfileSettings(Strict):
     synthetic: bool  # True: every dataset is replaced by synthetic data the pipeline generates (no download)
+    job_per: Literal["variant", "seed"]  # one training job per variant (all seeds in turn) or one per seed
+    speed: Speed  # GPU speed options (autocast, channels-last, ...); params.yaml: the papers' fp32 path
 
 
 class Tracking(Strict):
@@ -72,6 +75,16 @@ class Params:
     @property
     def synthetic(self) -> bool:
         return self.profiles[self.profile].synthetic
+
+    @property
+    def job_per(self) -> str:
+        """"variant" (one training job trains every seed) or "seed" (one job per seed), for the active profile."""
+        return self.profiles[self.profile].job_per
+
+    @property
+    def speed(self) -> Speed:
+        """The active profile's speed options; Speed.identity() of them enters every run's identity (Job.spec)."""
+        return self.profiles[self.profile].speed
 
     # ---- the grid ------------------------------------------------------------------------------------------------
     @property
@@ -275,6 +288,15 @@ def validate(raw: dict[str, Any], profile: str | None = None, source: str = "par
         if other != params.profile:
             _validate_one(raw, other, source, Path(base))
     return params
+
+
+def check_overrides(config: dict, raw: dict) -> None:
+    """Snakemake's `--config` may set `profile` only (the Snakefile passes it to every job as PIPELINE_PROFILE);
+    any other key would change the plan but not what the jobs read from params.yaml: one line naming it."""
+    for key in sorted(set(config) | set(raw)):
+        if key != "profile" and config.get(key) != raw.get(key):
+            raise ConfigError(f"{key}: differs from params.yaml (--config or --configfile): only `profile` can be "
+                              f"set on Snakemake's command line, the jobs read params.yaml; edit params.yaml instead")
 
 
 def load(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = None) -> Params:

@@ -62,6 +62,10 @@ class Experiment:
     # (params, variant, settings) -> None: checks across sections (e.g. a batch against the data's size), raising a
     # one-line pipeline.errors.ConfigError, so that nothing the stages would refuse passes `check`
     check: Callable[[object, str, BaseModel], None] | None = None
+    # (settings, sizes, kind) -> pipeline.plan.Cost or None: the analytic FLOPs of one run ("train"), of the tuning
+    # job named after the variant ("tune") or of one training step ("step", for --calibrate), for `python -m
+    # pipeline plan`; sizes: {dataset: plan.DataSize}. Import torch inside. None: the plan shows n/a
+    cost: Callable[[BaseModel, dict, str], object] | None = None
     package: str = ""  # filled in when loaded: the package's module name
     folder: Path = field(default=Path())  # filled in when loaded: the package's folder (its code digest)
 

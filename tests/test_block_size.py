@@ -26,7 +26,7 @@ from pipeline.train import engine, lm
 from pipeline.train.jobs import Inputs, Job
 
 CPU = torch.device("cpu")
-TIMING = ("elapsed_seconds", "tokens_per_s")
+TIMING = ("elapsed_seconds", "tokens_per_s", "time")
 GROWING = ("doubling", "linear", "plateau", "doubling_sum")  # the variants whose schedule has b0 and max_block
 
 
@@ -214,7 +214,7 @@ def test_killed_run_resumes_bit_identical(raw_params, tmp_path, monkeypatch, var
     assert not (tmp_path / "b" / "metrics.json").exists()
     monkeypatch.setattr(engine.Run, "end_epoch", real_end_epoch)
     resumed = train(p, tmp_path, variant, 3, tmp_path / "b", tmp_path / "ckpt_b")
-    timing = {"train_seconds", "seconds_to_target"}
+    timing = {"train_seconds", "seconds_to_target", "started_at", "ended_at"}
     assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in reference.items() if k not in timing}
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
     assert strip(history(tmp_path / "b")) == strip(history(tmp_path / "a"))
@@ -253,7 +253,7 @@ def test_sigkilled_job_resumes_bit_identical(raw_params, tmp_path):
     rerun = subprocess.run([sys.executable, *train("b", "ckpt_b")], check=True, env=env, capture_output=True, text=True)
     assert "resumed block_size/doubling/seed0 after epoch" in rerun.stdout + rerun.stderr
     a, b = (json.loads((tmp_path / d / "seed0" / "metrics.json").read_text()) for d in ("a", "b"))
-    timing = {"train_seconds", "seconds_to_target"}
+    timing = {"train_seconds", "seconds_to_target", "started_at", "ended_at"}
     assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
 
 

@@ -86,7 +86,7 @@ def history(tmp: Path, variant: str, seed: int = 0, name: str = "run") -> list[d
 
 
 def without_timing(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "elapsed_seconds"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("elapsed_seconds", "time")} for r in rows]
 
 
 # ---- the grid and the schema --------------------------------------------------------------------------------

@@ -93,9 +93,9 @@ def test_killed_run_resumes_bit_identical(tmp_path, monkeypatch):
         train_tiny(tmp_path / "b", epochs=4)
     monkeypatch.setattr(image.Run, "end_epoch", real_end_epoch)
     resumed = train_tiny(tmp_path / "b", epochs=4)
-    timing = {"train_seconds", "seconds_to_target"}
+    timing = {"train_seconds", "seconds_to_target", "started_at", "ended_at"}
     assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in reference.items() if k not in timing}
-    hist = lambda d: [{k: v for k, v in r.items() if k != "elapsed_seconds"} for r in csv.DictReader(open(d / "run" / "history.csv"))]
+    hist = lambda d: [{k: v for k, v in r.items() if k not in ("elapsed_seconds", "time")} for r in csv.DictReader(open(d / "run" / "history.csv"))]
     assert hist(tmp_path / "b") == hist(tmp_path / "a")
 
 
@@ -173,7 +173,7 @@ def test_each_job_claims_a_different_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(device, "LOCK_DIR", tmp_path)
     monkeypatch.setattr(device, "_held", [])
     assert [device._claim_gpu(2), device._claim_gpu(2)] == [0, 1]
-    with pytest.raises(RuntimeError, match="no free GPU among 2"):
+    with pytest.raises(RuntimeError, match="no free GPU slot among 2"):
         device._claim_gpu(2, wait_seconds=0)
     device._held.pop().release()  # the job on GPU 1 ends
     assert device._claim_gpu(2) == 1

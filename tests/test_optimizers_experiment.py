@@ -55,11 +55,11 @@ def test_smoke_grid_is_log_spaced_around_the_centre(raw_params):
 def test_dag_trains_each_variant_after_its_tuning_job(raw_params):
     params = config.validate(raw_params, "smoke")
     stages = {s.name: s for s in dag.stages(params)}
-    assert "tune_optimizers_kfac" in stages and "tune_optimizers_norm-batch" not in stages
-    assert dag.tuning_file("optimizers", "momentum") in stages["train_optimizers_norm-batch"].deps
-    assert dag.tuning_file("optimizers", "lr-clr") in stages["train_optimizers_lr-clr"].deps
-    assert f"--tuning {dag.tuning_file('optimizers', 'momentum')}" in stages["train_optimizers_norm-batch"].cmd
-    assert stages["tune_optimizers_kfac"].outs == [dag.tuning_file("optimizers", "kfac")]
+    assert "tune_optimizers@kfac" in stages and "tune_optimizers@norm-batch" not in stages
+    assert dag.tuning_file("optimizers", "momentum") in stages["train_optimizers@norm-batch"].deps
+    assert dag.tuning_file("optimizers", "lr-clr") in stages["train_optimizers@lr-clr"].deps
+    assert f"--tuning {dag.tuning_file('optimizers', 'momentum')}" in stages["train_optimizers@norm-batch"].cmd
+    assert stages["tune_optimizers@kfac"].outs == [dag.tuning_file("optimizers", "kfac")]
 
 
 # ---------------------------------------------------------------------------------------------- bad settings

@@ -216,3 +216,24 @@ def test_a_missing_pdf_is_not_linked(smoke, tmp_path):
     for link in re.findall(r'(?:src|href)="([^"#][^"]*)"', html):
         assert (tmp_path / "report" / link).is_file(), link
     assert html.count("(no PDF)") == 1
+
+
+def test_coinciding_curves_are_one_line_naming_all_and_long_legends_leave_the_data():
+    import matplotlib.pyplot as plt
+
+    from pipeline.analysis.figures import LEGEND_INSIDE, legend, plot_per_epoch
+
+    rows = [{"variant": v, "seed": s, "epoch": e, "width": (0.25 * e if v != "fixed" else 1.0) + 0.01 * s * (v == "c")}
+            for v in ("a", "b", "c", "fixed") for s in (0, 1) for e in (1, 2, 3)]
+    fig, ax = plt.subplots()
+    plot_per_epoch(ax, pl.DataFrame(rows), "width", {v: v for v in ("a", "b", "c", "fixed")}, 0.95)
+    assert [line.get_label() for line in ax.get_lines()] == ["a = b (same curve)", "c", "fixed"]
+    legend(ax)
+    assert ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted()).x0 < 1.0  # a short one: inside
+    many = [{"variant": f"v{i}", "seed": 0, "epoch": 1, "width": float(i)} for i in range(LEGEND_INSIDE + 1)]
+    fig2, ax2 = plt.subplots()
+    plot_per_epoch(ax2, pl.DataFrame(many), "width", {f"v{i}": f"v{i}" for i in range(LEGEND_INSIDE + 1)}, 0.95)
+    legend(ax2)
+    box = ax2.get_legend().get_bbox_to_anchor().transformed(ax2.transAxes.inverted())
+    assert box.x0 > 1.0  # beside the axes, not over the curves
+    plt.close(fig), plt.close(fig2)

@@ -119,3 +119,39 @@ def test_ratio_interval_is_deterministic_for_constant_arms():
 def test_mann_whitney_is_exact_with_ties_at_five_seeds():
     # complete separation with ties: the exact two-sided p is the 5 vs 5 minimum 2 / C(10, 5) = 2 / 252
     assert stats.mann_whitney([1.0] * 5, [2.0] * 5).p == pytest.approx(2 / 252)
+
+
+def _holm_by_hand(p):
+    """Holm 1979 step-down, written out: the reference the statsmodels call must equal."""
+    p = np.asarray(p, dtype=float)
+    out, tested = np.full_like(p, np.nan), np.flatnonzero(~np.isnan(p))
+    running = 0.0
+    for rank, i in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        running = max(running, min(1.0, (len(tested) - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def _detectable_by_hand(n1, n2, alpha=0.05, power=0.8):
+    """The noncentral-t power equation solved with brentq: the reference for statsmodels' TTestIndPower."""
+    import warnings
+
+    from scipy import optimize, stats as sps
+
+    df, scale = n1 + n2 - 2, (n1 * n2 / (n1 + n2)) ** 0.5
+    crit = sps.t.ppf(1 - alpha / 2, df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optimize.brentq(lambda d: sps.nct.sf(crit, df, d * scale)
+                               + np.nan_to_num(sps.nct.cdf(-crit, df, d * scale)) - power, 1e-6, 64, xtol=1e-12)
+
+
+def test_statsmodels_gives_the_numbers_of_the_hand_formulas():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        p = rng.random(rng.integers(1, 12)) ** 3
+        p[rng.random(len(p)) < 0.2] = np.nan
+        np.testing.assert_array_equal(stats.holm(p), _holm_by_hand(p))  # identical, nan included
+    for n1, n2 in [(2, 2), (3, 5), (5, 5), (10, 3), (64, 64)]:
+        # the same equation, two root finders: equal to 1e-5 (the report prints three significant digits)
+        assert stats.detectable_effect(n1, n2) == pytest.approx(_detectable_by_hand(n1, n2), rel=1e-5)

@@ -9,7 +9,7 @@ rule collect:
     log:
         "logs/collect.log",
     params:
-        fingerprint=fingerprint("collect"),
+        fingerprint=fingerprint("results/tables"),
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -25,7 +25,7 @@ rule analyze:
     log:
         "logs/analyze.log",
     params:
-        fingerprint=fingerprint("analyze"),
+        fingerprint=fingerprint("results/analysis"),
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -62,4 +62,4 @@ rule report:
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline report --analysis {input.analysis} --figures {input.figures} --out {output} > {log} 2>&1"
+        "python -m pipeline report --analysis {input.analysis} --figures {input.figures} --benchmarks results/benchmarks --out {output} > {log} 2>&1"

@@ -1,4 +1,5 @@
-# Data: prepare (download or mirror, verify, prepare; synthetic in the smoke profile) and subsets.
+# Data: prepare (download or mirror, verify, prepare; synthetic in the smoke profile) and subsets; the variants'
+# resolved settings (one file each: what a job depends on; the job prints which keys changed since the last runs).
 
 
 rule prepare:
@@ -7,7 +8,7 @@ rule prepare:
     log:
         "logs/prepare/{dataset}.log",
     params:
-        fingerprint=fingerprint("prepare_{dataset}"),
+        fingerprint=fingerprint("data/prepared/{dataset}"),
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -22,8 +23,23 @@ rule subsets:
     log:
         "logs/subsets/{dataset}.log",
     params:
-        fingerprint=fingerprint("subsets_{dataset}"),
+        fingerprint=fingerprint("data/subsets/{dataset}"),
     conda:
         "../envs/pipeline.yaml"
     shell:
         "python -m pipeline subsets {wildcards.dataset} --prepared {input} --out {output} > {log} 2>&1"
+
+
+rule settings:
+    input:
+        "params.yaml",
+    output:
+        SETTINGS_FILES,
+    log:
+        "logs/settings.log",
+    params:
+        fingerprint=fingerprint("results/settings"),
+    conda:
+        "../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline settings --out results/settings 2>&1 | tee {log}"

@@ -1,20 +1,21 @@
-# Training: one job per (experiment, variant) trains every seed; tuning jobs run first where an experiment has them.
-# resources: gpu=1 lets `snakemake --resources gpu=G` run G training jobs at once; each claims a free GPU itself.
+# Training: one job per (experiment, variant) trains every seed, or one job per seed (the profile's job_per); tuning
+# jobs run first where an experiment has them.
+# Threads and resources (GPU slots locally, runtime/memory/GPUs on Slurm) are set by the profiles in profiles/.
 
 
 rule tune:
     input:
         tune_inputs,
+        settings_input,
     output:
         "results/tuning/{experiment}/{name}.json",
     log:
         "logs/tune/{experiment}/{name}.log",
+    benchmark:
+        "results/benchmarks/tune/{experiment}/{name}.tsv"
     params:
         inputs=tune_args,
-        fingerprint=fingerprint("tune_{experiment}_{name}"),
-    threads: 1
-    resources:
-        gpu=1,
+        fingerprint=fingerprint("results/tuning/{experiment}/{name}.json"),
     conda:
         "../envs/pipeline.yaml"
     shell:
@@ -24,21 +25,21 @@ rule tune:
 rule train:
     input:
         train_inputs,
+        settings_input,
     output:
-        directory("results/runs/{experiment}/{variant}"),
+        TRAIN_OUTPUTS,
     log:
-        "logs/train/{experiment}/{variant}.log",
+        TRAIN_LOG,
+    benchmark:
+        TRAIN_BENCHMARK
     params:
-        seeds=SEEDS,
+        seeds=train_seeds_arg,
         inputs=train_args,
-        fingerprint=fingerprint("train_{experiment}_{variant}"),
-    threads: 1
-    resources:
-        gpu=1,
+        fingerprint=fingerprint(TRAIN_OUTPUTS[0]),
     conda:
         "../envs/pipeline.yaml"
     shell:
-        "python -m pipeline train {wildcards.experiment} {wildcards.variant} --seeds {params.seeds} {params.inputs} --out {output} > {log} 2>&1"
+        "python -m pipeline train {wildcards.experiment} {wildcards.variant} --seeds {params.seeds} {params.inputs} --out results/runs/{wildcards.experiment}/{wildcards.variant} > {log} 2>&1"
 
 
 rule track:
@@ -49,7 +50,7 @@ rule track:
     log:
         "logs/track/{experiment}.log",
     params:
-        fingerprint=fingerprint("track_{experiment}"),
+        fingerprint=fingerprint("results/tracking/{experiment}.json"),
     conda:
         "../envs/pipeline.yaml"
     shell:

@@ -37,8 +37,9 @@ Columns of `final` (one row per run):
 Columns of `history` (one row per run x evaluated epoch): experiment, variant, seed, profile, method, dataset,
 subset, diverged (as above, to group without a join), then every column of history.csv as written by the engine:
 epoch (i64, 1-based), train_loss, the eval metric columns (test_acc / valid_ppl / test_ppl ...), lr, batch_size
-or block_size, elapsed_seconds (cumulative training seconds), samples, flops (cumulative), and experiment-specific
-columns (e.g. width); all of them f64. Runs whose history lacks a column have null there.
+or block_size, elapsed_seconds (cumulative training seconds), time (wall clock at the epoch's end, unix seconds;
+absent in runs written before it was recorded), samples, flops (cumulative), and experiment-specific columns
+(e.g. width); all of them f64. Runs whose history lacks a column have null there.
 """
 from __future__ import annotations
 

@@ -61,21 +61,42 @@ def t_band(mean: np.ndarray, sd: np.ndarray, n: np.ndarray, confidence: float) -
 # ---- plot functions: one axes each ------------------------------------------------------------------------------
 def plot_per_epoch(ax, history: pl.DataFrame, column: str, labels: dict[str, str], confidence: float,
                    scale: float = 1.0):
-    """history [runs*epochs] of non-diverged runs -> mean of `column` per epoch per variant with a t-CI band."""
+    """history [runs*epochs] of non-diverged runs -> mean of `column` per epoch per variant with a t-CI band.
+    Variants whose curves coincide (e.g. growth schedules shared by several methods) are drawn once, labelled
+    with all their names, so that no line hides another."""
     agg = (history.filter(pl.col(column).is_not_null() & pl.col(column).is_finite())
            .group_by("variant", "epoch").agg(pl.col(column).mean().alias("m"), pl.col(column).std().alias("s"),
                                             pl.len().alias("n")).sort("variant", "epoch"))
-    for i, (variant, label) in enumerate(labels.items()):
+    lines: list[list] = []  # [labels, epochs, means, half-widths]
+    for variant, label in labels.items():
         g = agg.filter(pl.col("variant") == variant)
         if g.height == 0:
             continue
         e, m = g["epoch"].to_numpy(), g["m"].to_numpy() * scale
         half = t_band(m, g["s"].fill_null(np.nan).to_numpy() * scale, g["n"].to_numpy(), confidence)
-        ax.plot(e, m, label=label, **style(i))
+        same = next((line for line in lines if np.array_equal(line[1], e) and np.allclose(line[2], m, equal_nan=True)
+                     and np.allclose(line[3], half, equal_nan=True)), None)
+        if same is not None:
+            same[0].append(label)
+        else:
+            lines.append([[label], e, m, half])
+    for i, (names, e, m, half) in enumerate(lines):
+        ax.plot(e, m, label=" = ".join(names) + (" (same curve)" if len(names) > 1 else ""), **style(i))
         ax.fill_between(e, m - half, m + half, color=style(i)["color"], alpha=0.18, linewidth=0)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     return ax.figure
+
+
+LEGEND_INSIDE = 6  # entries a legend may have inside its axes; a longer one goes beside the axes, off the data
+
+
+def legend(ax) -> None:
+    entries = len(ax.get_legend_handles_labels()[1])
+    if entries > LEGEND_INSIDE:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    elif entries:
+        ax.legend(fontsize=7)
 
 
 PER_EPOCH_PROXY = {"test_ppl": "valid_ppl"}  # a metric measured once at the end -> its per-epoch counterpart
@@ -101,10 +122,12 @@ def plot_claims(ax, claims: pl.DataFrame, unit_label: str):
 
 
 # ---- figure builders: data -> figure, or Skip -----------------------------------------------------------------
-def _grid(n: int):
+def _grid(n: int, wide: bool = False):
+    """n panels, three to a row; `wide`: room beside each for a long legend."""
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(6.0, 4.6 * cols), 0.6 + 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(6.0, (6.4 if wide else 4.6) * cols), 0.6 + 3.4 * rows),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat)
@@ -131,7 +154,7 @@ def per_epoch_figure(final, history, ledger, experiment, column, ylabel, confide
         raise Skip(f"the {experiment} histories have no '{column}' column")
     hist = hist.filter(~pl.col("diverged"))
     panels = _panels(runs, ledger, experiment)
-    fig, axes = _grid(len(panels))
+    fig, axes = _grid(len(panels), wide=max(len(v) for v in panels.values()) > LEGEND_INSIDE)
     scale, label = scale_label(column) if ylabel is None else (1.0, ylabel)
     for ax, (name, variants) in zip(axes, panels.items()):
         methods = {v: runs.filter(pl.col("variant") == v)["method"][0] for v in variants}
@@ -143,7 +166,7 @@ def per_epoch_figure(final, history, ledger, experiment, column, ylabel, confide
         plot_per_epoch(ax, hist, column, labels, confidence, scale)
         ax.set_title(name, fontsize=9)
         ax.set_ylabel(label)
-        ax.legend(fontsize=7)
+        legend(ax)
     fig.suptitle(title, fontsize=10)
     return fig
 

@@ -24,6 +24,7 @@ from ..seeding import rng
 from . import stats
 from .claims import arm_values, compare, comparable, direction, family_of, judge_claims
 from .collect import read_tables
+from .dvc_outputs import write_curves, write_metrics
 from .formatting import markdown, num, pval, scale_of, table
 from .ledger import QUANTITIES, Ledger, ledger_for
 from .lookup import TableContext
@@ -128,7 +129,7 @@ def analyze(tables_dir: Path, params, out_dir: Path, ledger: Ledger | None = Non
     """Stage entry. `params`: the validated Params (its experiments, .profile, .synthetic and .analysis); `ledger`
     (default: the experiments' claims files)."""
     tables_dir, out_dir = Path(tables_dir), Path(out_dir)
-    final_all, _, incomplete = read_tables(tables_dir)
+    final_all, history_all, incomplete = read_tables(tables_dir)
     ledger, settings, experiments = ledger or ledger_for(params), params.analysis, params.experiments
     mine = pl.col("profile").eq_missing(params.profile)
     final, other = final_all.filter(mine), final_all.filter(~mine)
@@ -141,6 +142,8 @@ def analyze(tables_dir: Path, params, out_dir: Path, ledger: Ledger | None = Non
     for name, frame in (("summary", summary), ("comparisons", comparisons), ("claims", claims)):
         frame.write_parquet(out_dir / f"{name}.parquet")
         frame.write_csv(out_dir / f"{name}.csv")
+    write_metrics(summary, final, out_dir)  # dvc metrics show / diff
+    write_curves(history_all.filter(pl.col("profile").eq_missing(params.profile)), final, out_dir)  # dvc plots
     built = [claims_table(claims)]
     for exp in experiments:
         ctx = TableContext(exp, summary, comparisons, claims, ledger, final, settings)

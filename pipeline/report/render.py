@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..analysis import claims as claims_module
 from ..errors import PipelineError
+from .benchmarks import job_costs
 
 TEMPLATES = Path(__file__).with_name("templates")
 CHOICES = Path(__file__).with_name("choices.md")
@@ -114,11 +115,12 @@ def all_choices(params, shared: Path = CHOICES) -> list[dict]:
     return found
 
 
-def render(analysis_dir: Path, figures_dir: Path, out_dir: Path, params, choices_path: Path = CHOICES) -> Path:
+def render(analysis_dir: Path, figures_dir: Path, out_dir: Path, params, choices_path: Path = CHOICES,
+           benchmarks_dir: Path | None = None) -> Path:
     """Stage entry: writes <out>/index.html and <out>/report.md; returns the HTML path.
 
     `params`: the validated Params (its experiments, .profile and .synthetic). The analysis must be of the same
-    profile."""
+    profile. `benchmarks_dir`: Snakemake's benchmark files (job runtime and peak memory), when there are any."""
     analysis_dir, figures_dir, out_dir = Path(analysis_dir), Path(figures_dir), Path(out_dir)
     meta_path = analysis_dir / "analysis.json"
     if not meta_path.is_file():
@@ -143,6 +145,7 @@ def render(analysis_dir: Path, figures_dir: Path, out_dir: Path, params, choices
         "choices": all_choices(params, choices_path),
         "limits": limits_text(meta), "general_limits": GENERAL_LIMITS, "rules": verdict_rules(),
         "csv": {n: os.path.relpath(analysis_dir / f"{n}.csv", out_dir) for n in ("summary", "comparisons", "claims")},
+        "job_costs": job_costs(benchmarks_dir) if benchmarks_dir is not None else [],
     }
     loader = FileSystemLoader(TEMPLATES)
     html_env = Environment(loader=loader, autoescape=True, undefined=StrictUndefined)

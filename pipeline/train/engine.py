@@ -8,7 +8,8 @@ The loops (pipeline/train/lm.py, image.py) own the training step; `Run` owns eve
   the global torch RNG from the last checkpoint written for the same resolved config, so a killed job that is
   rerun continues where it stopped and, on CPU, ends bit-identical to an uninterrupted run;
 - `training()`: a context manager that times training only (CUDA synchronised before the clock is read);
-- `end_epoch(row, objects)`: appends one history row and writes the checkpoint atomically (temp file + rename);
+- `end_epoch(row, objects)`: appends one history row (with `time`, the wall clock at its end, unix seconds) and
+  writes the checkpoint atomically (temp file + rename);
 - `finish(...)`: writes metrics.json, history.csv and config.json.
 A NaN or inf loss ends the run with `diverged: true`; the job still exits 0 so the rest of the DAG goes on.
 """
@@ -21,7 +22,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -31,6 +31,8 @@ from typing import Any
 import torch
 
 from ..device import synchronize
+from ..schemas.speed import Speed
+from .progress import Progress
 
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes: older checkpoints are then ignored
 
@@ -129,18 +131,21 @@ def _atomic_write(path: Path, write) -> None:
 
 
 class Run:
-    def __init__(self, spec: RunSpec, run_dir: Path, checkpoint_dir: Path, device, log=print):
+    def __init__(self, spec: RunSpec, run_dir: Path, checkpoint_dir: Path, device, log=print,
+                 speed: Speed | None = None):
         self.spec, self.run_dir, self.device, self.log = spec, Path(run_dir), device, log
+        self.speed = speed if speed is not None else Speed()  # how the loops use the device (train/speed.py)
         self.checkpoint_path = Path(checkpoint_dir) / f"{spec.config_hash()}.pt"
         self.history: list[dict] = []
         self.train_seconds = 0.0  # training time only, summed over epochs (evaluation excluded)
+        self.started_at = time.time()  # wall clock (unix s) of the run's first start, kept across resumes
         self.epoch = 0  # completed epochs
         self.done = False  # the checkpoint says the run already finished (or diverged)
         self.diverged = False
         self.distinct_samples: int | None = None  # distinct training samples (images) or token positions used
         self.extra: dict[str, Any] = {}  # experiment-specific final numbers, copied into metrics.json
         self.total_epochs: int | None = None  # set by the loop; shown in the progress display
-        self._bar = None
+        self.progress = Progress(f"{spec.experiment}/{spec.variant}/seed{spec.seed}")  # bar or log lines, ETA
 
     # ---- resume ---------------------------------------------------------------------------------------------
     def resume(self, objects: dict[str, Any]) -> int:
@@ -157,6 +162,7 @@ class Run:
         if torch.cuda.is_available() and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.history, self.train_seconds = state["history"], state["train_seconds"]
+        self.started_at = state.get("started_at", self.started_at)
         self.epoch, self.done, self.diverged = state["epoch"], state["done"], state["diverged"]
         self.extra, self.distinct_samples = state["extra"], state["distinct_samples"]
         self.log(f"resumed {self.spec.experiment}/{self.spec.variant}/seed{self.spec.seed} after epoch {self.epoch}")
@@ -178,30 +184,16 @@ class Run:
     def end_epoch(self, row: dict, objects: dict[str, Any], done: bool = False) -> None:
         """Record one epoch (1-based `epoch` is added) and checkpoint every stateful object atomically."""
         self.epoch += 1
-        row = {"epoch": self.epoch, **{k: _plain(v) for k, v in row.items()}, "elapsed_seconds": self.train_seconds}
+        row = {"epoch": self.epoch, **{k: _plain(v) for k, v in row.items()}, "elapsed_seconds": self.train_seconds,
+               "time": round(time.time(), 3)}
         self.history.append(row)
         self.done = done
         self.save_checkpoint(objects)
-        self._progress(row)
+        self.progress.epoch_done(row, self.epoch, self.total_epochs, self.train_seconds, done)
 
-    def _progress(self, row: dict) -> None:
-        """A progress bar per run on a terminal; one plain line per epoch otherwise (logs, CI)."""
-        shown = {k: row[k] for k in ("train_loss", "valid_ppl", "test_ppl", "test_acc", "block_size", "batch_size")
-                 if isinstance(row.get(k), (int, float))}
-        text = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
-        name = f"{self.spec.experiment}/{self.spec.variant}/seed{self.spec.seed}"
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            if self._bar is None:
-                self._bar = tqdm(total=self.total_epochs, initial=self.epoch - 1, desc=name, unit="epoch", leave=False)
-            self._bar.set_postfix_str(text)
-            self._bar.update(1)
-            if self.done:
-                self._bar.close()
-        else:
-            total = f"/{self.total_epochs}" if self.total_epochs else ""
-            print(f"{name} epoch {self.epoch}{total} {text} ({self.train_seconds:.1f} s training)", file=sys.stderr)
+    def within_epoch(self, done: int, total: int, unit: str) -> None:
+        """Called by a loop after each step: progress within a long epoch (pipeline/train/progress.py)."""
+        self.progress.within_epoch(self.epoch + 1, self.total_epochs, done, total, unit)
 
     def save_checkpoint(self, objects: dict[str, Any]) -> None:
         state = {
@@ -212,6 +204,7 @@ class Run:
             "diverged": self.diverged,
             "history": self.history,
             "train_seconds": self.train_seconds,
+            "started_at": self.started_at,
             "extra": self.extra,
             "distinct_samples": self.distinct_samples,
             "objects": {name: obj.state_dict() for name, obj in objects.items()},
@@ -260,6 +253,7 @@ class Run:
             "distinct_samples": self.distinct_samples,
             "diverged": self.diverged,
             "epochs": self.epoch,
+            "started_at": round(self.started_at, 3), "ended_at": round(time.time(), 3),  # wall clock, unix s
             "extra": self.extra,
         }
 

@@ -1,6 +1,7 @@
 """Image-classifier training on a CIFAR (sub)set held as one tensor on the device (no DataLoader).
 
-    ImageData.load(prepared_dir, subset_file, device) -> uint8 subset + test set on the device
+    ImageData.load(prepared_dir, subset_file, device) -> uint8 subset + test set on the device (in host memory, copied
+                                                           a batch at a time, with on_device=False)
     fit(run, model, optimizer, scheduler, data, policy, loop, seed_gens, hook=None)
                                                            -> one epoch at a time: train_epoch + evaluate
 
@@ -9,7 +10,8 @@ permutation of the subset per pass; a batch larger than the subset reads on into
 oversize_batch "wrap"); the leak guard maps them to rows of the subset and refuses any index outside it (or
 outside the training set); crop + flip on the whole batch; the policy computes the step's loss (the baseline:
 mean cross-entropy of one forward pass over the batch; EDBA: selects the rows to keep and returns their loss);
-backward; clip; step.
+backward; clip; step. The run's speed options (pipeline/train/speed.py) set the forward's autocast, the grad scaler
+and the memory format; with them off it is the plain fp32 step.
 
 A batch policy ("which samples and how many this step") has:
     batch_size() -> int                 samples to draw for the next step
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 
 from ..schemas.base import OVERSIZE_BATCH  # how a batch larger than the subset is drawn (ImageLoop.oversize_batch)
 from .engine import Diverged, GeneratorState, Run, TensorState, check_finite
+from .speed import FP32, Speedup, for_run
 
 
 class LeakError(RuntimeError):
@@ -39,18 +42,18 @@ class LeakError(RuntimeError):
 # ---- data on the device -------------------------------------------------------------------------------------
 @dataclass
 class ImageData:
-    x: torch.Tensor  # uint8 [n, 3, 32, 32]: the training subset
+    x: torch.Tensor  # uint8 [n, 3, 32, 32]: the training subset (on the device, or in host memory: data_on_device)
     y: torch.Tensor  # int64 [n]
     global_index: torch.Tensor  # int64 [n]: row i of x is training image global_index[i]
     local_of: torch.Tensor  # int64 [N_train]: row of a global index in x, -1 when not in the subset
-    test_x: torch.Tensor  # uint8 [m, 3, 32, 32]: only ever used by evaluate()
+    test_x: torch.Tensor  # uint8 [m, 3, 32, 32]: only ever used by evaluate() (where x is)
     test_y: torch.Tensor
-    mean: torch.Tensor  # [1, 3, 1, 1] per-channel mean of the subset, in [0, 1] units
+    mean: torch.Tensor  # [1, 3, 1, 1] per-channel mean of the subset, in [0, 1] units (all but x, test_x: on device)
     std: torch.Tensor
     num_classes: int
 
     @classmethod
-    def load(cls, prepared_dir: Path, subset_file: Path | None, device) -> "ImageData":
+    def load(cls, prepared_dir: Path, subset_file: Path | None, device, on_device: bool = True) -> "ImageData":
         prepared_dir = Path(prepared_dir)
         train, test = np.load(prepared_dir / "train.npz"), np.load(prepared_dir / "test.npz")
         meta = json.loads((prepared_dir / "meta.json").read_text())
@@ -58,21 +61,37 @@ class ImageData:
         index = np.load(subset_file) if subset_file else np.arange(n_train)
         if index.min() < 0 or index.max() >= n_train:
             raise LeakError(f"{subset_file}: indices outside the training set of {n_train} images")
-        to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).to(device)
-        x = to_tensor(train["x"][index])
+        return cls.from_arrays(train["x"][index], train["y"][index], index, n_train, test["x"], test["y"],
+                               len(meta["classes"]), device, on_device)
+
+    @classmethod
+    def from_arrays(cls, x: np.ndarray, y: np.ndarray, index: np.ndarray, n_train: int, test_x: np.ndarray,
+                    test_y: np.ndarray, num_classes: int, device, on_device: bool = True) -> "ImageData":
+        """Training rows x [n, H, W, C] uint8 with labels y, training images `index` (int64 [n]) of a training set of
+        n_train, and the test split. on_device False (speed.data_on_device) keeps the images in host memory and
+        everything else on `device`; the pixel statistics are computed on `device` either way (the same numbers)."""
+        home = device if on_device else "cpu"
+        images = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).to(home)  # NHWC -> NCHW
+        x_t = images(x)
         local_of = torch.full((n_train,), -1, dtype=torch.long)
         local_of[torch.from_numpy(index)] = torch.arange(len(index))
-        pixels = x.float().div(255)
+        pixels = x_t.to(device).float().div(255)
         return cls(
-            x=x, y=torch.from_numpy(train["y"][index]).long().to(device),
+            x=x_t, y=torch.from_numpy(y).long().to(device),
             global_index=torch.from_numpy(index).long().to(device), local_of=local_of.to(device),
-            test_x=to_tensor(test["x"]), test_y=torch.from_numpy(test["y"]).long().to(device),
+            test_x=images(test_x), test_y=torch.from_numpy(test_y).long().to(device),
             mean=pixels.mean(dim=(0, 2, 3), keepdim=True), std=pixels.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3),
-            num_classes=len(meta["classes"]),
+            num_classes=num_classes,
         )
 
+    @property
+    def device(self) -> torch.device:
+        """The training device (labels, indices and statistics live there; the images too unless held on the host)."""
+        return self.y.device
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float().div(255) - self.mean) / self.std
+        """uint8 images, wherever held -> float in normalised units on the training device."""
+        return (x.to(self.device).float().div(255) - self.mean) / self.std
 
     def rows(self, global_idx: torch.Tensor) -> torch.Tensor:
         """The leak guard: subset rows of global training indices; any index outside the subset is an error,
@@ -175,23 +194,26 @@ class ImageLoop:
 
 
 def train_epoch(model, optimizer, scheduler, data: ImageData, stream: IndexStream, policy, loop: ImageLoop,
-                aug_gen: torch.Generator, seen: torch.Tensor) -> dict:
-    """One epoch; returns its train loss, samples trained on and FLOPs. `scheduler` steps once per step."""
+                aug_gen: torch.Generator, seen: torch.Tensor, speedup: Speedup = FP32, progress=None) -> dict:
+    """One epoch; returns its train loss, samples trained on and FLOPs. `scheduler` steps once per step;
+    `progress(done, of, unit)` (Run.within_epoch), if given, after every step."""
     model.train()
     drawn = steps = trained = 0
-    flops, loss_sum = 0, torch.zeros((), device=data.x.device)
+    flops, loss_sum = 0, torch.zeros((), device=data.device)
     while drawn < loop.samples_per_epoch:
         batch = policy.batch_size()
-        rows = data.rows(stream.take(batch).to(data.x.device))  # leak guard: rows of the subset only
-        x = data.normalize(data.x[rows])
+        rows = data.rows(stream.take(batch).to(data.device))  # leak guard: rows of the subset only
+        x = data.normalize(data.x[rows.to(data.x.device)])  # float on the device, wherever the images are held
         x = augment(x, aug_gen) if loop.augment else x
-        loss, keep, passes = policy.loss(model, x, data.y[rows])  # forward; EDBA also picks the rows to keep
+        with speedup.autocast():  # forward (bf16/fp16 if speed.autocast); EDBA also picks the rows to keep
+            loss, keep, passes = policy.loss(model, speedup.inputs(x), data.y[rows])
         check_finite(loss)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # gradients of the kept rows only
+        speedup.backward(loss)  # gradients of the kept rows only (fp16: of the scaled loss)
+        speedup.unscale(optimizer)  # fp16: the clip sees the true gradients
         if loop.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), loop.clip_grad_norm)
-        optimizer.step()
+        speedup.step(optimizer)  # fp16: skipped if a gradient overflowed
         if scheduler is not None:
             scheduler.step()  # schedules are per step
         kept_rows = rows if keep is None else rows[keep]
@@ -199,6 +221,8 @@ def train_epoch(model, optimizer, scheduler, data: ImageData, stream: IndexStrea
         loss_sum += loss.detach()
         flops += loop.forward_flops * passes
         drawn, steps, trained = drawn + batch, steps + 1, trained + len(kept_rows)
+        if progress is not None:
+            progress(drawn, loop.samples_per_epoch, "samples")  # a log line every few seconds of a long epoch
     return {"train_loss": (loss_sum / steps).item(), "steps": steps, "trained": trained, "flops": flops,
             "batch_size": policy.batch_size()}
 
@@ -228,12 +252,13 @@ def fit(run: Run, model, optimizer, scheduler, data: ImageData, policy, loop: Im
     """
     stream = IndexStream(data.global_index, seed_gens["data_order"], loop.oversize_batch)
     aug_gen = seed_gens["augment"]
-    seen = torch.zeros(len(data.y), dtype=torch.bool, device=data.x.device)
-    owned = {"hook": hook} if hook is not None else {"model": model, "optimizer": optimizer}
+    seen = torch.zeros(len(data.y), dtype=torch.bool, device=data.device)
+    speedup = for_run(run)  # the profile's speed options: autocast, grad scaler, channels-last
+    owned = {"hook": hook} if hook is not None else {"model": speedup.model(model), "optimizer": optimizer}
     if hook is None and scheduler is not None:
         owned["scheduler"] = scheduler
     objects = {**owned, "stream": stream, "policy": policy, "augment": GeneratorState(aug_gen),
-               "seen": TensorState(seen)}
+               "seen": TensorState(seen), **speedup.objects()}
     run.total_epochs = loop.epochs
     run.resume(objects)  # a hook first rebuilds what its checkpoint describes, then loads it
     totals = {"samples": 0, "flops": 0}
@@ -242,16 +267,19 @@ def fit(run: Run, model, optimizer, scheduler, data: ImageData, policy, loop: Im
     while not run.done and run.epoch < loop.epochs:
         if hook is not None:
             model, optimizer, scheduler = hook.before_epoch(run, loop)
+            model = speedup.model(model)  # a grown network is new: channels-last again
         lr = optimizer.param_groups[0]["lr"]  # the lr of the epoch's first step (schedules move it per step)
         try:
             with run.training():
-                stats = train_epoch(model, optimizer, scheduler, data, stream, policy, loop, aug_gen, seen)
+                stats = train_epoch(model, optimizer, scheduler, data, stream, policy, loop, aug_gen, seen, speedup,
+                                    run.within_epoch)
         except Diverged as err:
             run.mark_diverged(str(err), objects)
             break
         totals = {"samples": totals["samples"] + stats["trained"], "flops": totals["flops"] + stats["flops"]}
         last = run.epoch + 1 == loop.epochs
-        evaluated = evaluate(model, data, loop.eval_batch) if last or (run.epoch + 1) % loop.eval_every == 0 else {}
+        with speedup.autocast():  # evaluated at the training precision (a channels-last model sets the format)
+            evaluated = evaluate(model, data, loop.eval_batch) if last or (run.epoch + 1) % loop.eval_every == 0 else {}
         row = {"train_loss": stats["train_loss"], **evaluated, "lr": lr,
                "batch_size": stats["batch_size"], "steps": stats["steps"], **policy.epoch_stats(),
                **(hook.epoch_stats(stats) if hook is not None else {}), **totals}

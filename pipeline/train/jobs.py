@@ -7,8 +7,11 @@
         .subset_file(dataset, subset)       this seed's subset index file, or None for the whole training set
         .tuning_file(name)                  a tuning stage's result
         .image_data(dataset, subset)        this seed's subset of an image dataset and its test split, on the device
-        .spec(metric, mode, ...)            the run's identity (RunSpec): config + digests of its data and code
-        .start(spec)                        a Run for the spec (refuses to overwrite another config's results)
+                                            (in host memory where the profile's speed.data_on_device is false)
+        .spec(metric, mode, ...)            the run's identity (RunSpec): config + the profile's speed options that
+                                            change numbers + digests of its data and code
+        .start(spec)                        a Run for the spec with the profile's speed options (refuses to overwrite
+                                            another config's results)
 
 A job reads only what its command line names: a dataset, subset or tuning file it was not given is a one-line
 error naming the missing argument, so the Snakefile and dvc.yaml show the real data flow.
@@ -118,15 +121,19 @@ class Job:
                        profile=self.params.profile, method=described["method"], dataset=described["dataset"],
                        subset=described["subset"], metric=metric, mode=mode,
                        target=self.settings.target.model_dump(),
-                       config={"profile": self.params.profile, "synthetic": self.params.synthetic, **config},
+                       config={"profile": self.params.profile, "synthetic": self.params.synthetic,
+                               "speed": self.params.speed.identity(), **config},  # autocast etc. change numbers
                        inputs=input_digests(files, train_code_digest(exp)))
 
     def image_data(self, dataset: str, subset: str | None):
-        """This seed's training (sub)set of an image dataset and its test split, on the job's device."""
+        """This seed's training (sub)set of an image dataset and its test split, on the job's device (the images in
+        host memory where the profile's speed.data_on_device is false)."""
         from .image import ImageData
 
-        return ImageData.load(self.prepared(dataset), self.subset_file(dataset, subset), self.device)
+        return ImageData.load(self.prepared(dataset), self.subset_file(dataset, subset), self.device,
+                              on_device=self.params.speed.data_on_device)
 
     def start(self, spec: RunSpec, run_dir: Path | None = None) -> Run:
         """A Run for `spec` with the global RNG seeded (checkpoints under <checkpoint_root>/<exp>/<variant>/seed<k>)."""
-        return start_run(spec, self.run_dir if run_dir is None else run_dir, self.checkpoint_root, self.device)
+        return start_run(spec, self.run_dir if run_dir is None else run_dir, self.checkpoint_root, self.device,
+                         speed=self.params.speed)

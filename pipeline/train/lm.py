@@ -16,6 +16,8 @@ Two ways to let the block scale the step, kept apart because they differ under A
                                    the step grows with the block under any optimizer. The clip sees the
                                    per-token norm, so this equals SGD on the summed loss with a clip threshold
                                    that grows with the block too. The LR scheduler only ever sees the base lr.
+The run's speed options (pipeline/train/speed.py) set the forward's autocast and the grad scaler (channels-last is
+for CNNs only); with them off it is the plain fp32 step.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .engine import Diverged, Run, check_finite
+from .speed import FP32, Speedup, for_run
 
 
 PAD = -1  # eval_streams' filler after the end of a short stream: never an input that matters, never a target
@@ -128,34 +131,41 @@ def scaled_lr(optimizer, factor: float):
             group["lr"] = lr
 
 
-def train_epoch(model, source: torch.Tensor, block: int, optimizer, loop: LMLoop) -> dict:
+def train_epoch(model, source: torch.Tensor, block: int, optimizer, loop: LMLoop, speedup: Speedup = FP32,
+                progress=None) -> dict:
     """One pass over the training columns with block size `block`; returns mean loss per token and tokens.
 
     The lr is lr_factor(loop, block) times the optimizer's for this pass and is restored afterwards.
+    `progress(done, of, unit)` (Run.within_epoch), if given, after every block.
     """
     with scaled_lr(optimizer, lr_factor(loop, block)):  # lr_block_scaling: the step grows with the block
-        return _train_pass(model, source, block, optimizer, loop)
+        return _train_pass(model, source, block, optimizer, loop, speedup, progress)
 
 
-def _train_pass(model, source: torch.Tensor, block: int, optimizer, loop: LMLoop) -> dict:
+def _train_pass(model, source: torch.Tensor, block: int, optimizer, loop: LMLoop, speedup: Speedup,
+                progress=None) -> dict:
     model.train()
     hidden = model.init_hidden(source.size(1))  # reset the hidden state at each epoch
     loss_sum, tokens = torch.zeros((), device=source.device), 0
     for i in range(0, source.size(0) - 1, block):
         x, y = get_batch(source, i, block)
         hidden = detach_hidden(hidden)  # carry state across blocks, not gradients
-        logits, hidden = model(x, hidden)  # [b, B, V]
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))  # mean per token
+        with speedup.autocast():  # forward in bf16/fp16 if speed.autocast says so (cross-entropy stays fp32)
+            logits, hidden = model(x, hidden)  # [b, B, V]
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))  # mean per token
         check_finite(loss)
         # sum_over_block: the loss summed over the block's time steps, averaged over the batch (SGD reading)
         scaled = loss * x.size(0) if loop.loss_reduction == "sum_over_block" else loss
         optimizer.zero_grad(set_to_none=True)
-        scaled.backward()  # gradients of this block only (the carried state is detached)
+        speedup.backward(scaled)  # gradients of this block only (the carried state is detached; fp16: scaled up)
+        speedup.unscale(optimizer)  # fp16: the clip sees the true gradients
         if loop.clip_grad_norm:  # global-norm clip, in the scale of `scaled`
             torch.nn.utils.clip_grad_norm_(model.parameters(), loop.clip_grad_norm)
-        optimizer.step()  # at the (possibly block-scaled) lr of scaled_lr
+        speedup.step(optimizer)  # at the (possibly block-scaled) lr of scaled_lr; fp16: skipped on overflow
         loss_sum += loss.detach() * y.numel()  # the logged loss is per token whatever the reduction
         tokens += y.numel()
+        if progress is not None:
+            progress(i + x.size(0), source.size(0) - 1, "time steps")  # a log line every few seconds
     return {"train_loss": (loss_sum / tokens).item(), "tokens": tokens}
 
 
@@ -192,7 +202,8 @@ def fit(run: Run, model, optimizer, scheduler, schedule, data: dict, loop: LMLoo
     train = batchify(data["train"], loop.batch_size)
     valid = eval_streams(data["valid"], loop.eval_batch_size)
     test = eval_streams(data["test"], loop.eval_batch_size)
-    objects = {"model": model, "optimizer": optimizer}
+    speedup = for_run(run)  # the profile's speed options: autocast and, for fp16, the grad scaler
+    objects = {"model": model, "optimizer": optimizer, **speedup.objects()}
     if scheduler is not None:
         objects["scheduler"] = scheduler
     run.total_epochs = loop.epochs
@@ -203,12 +214,13 @@ def fit(run: Run, model, optimizer, scheduler, schedule, data: dict, loop: LMLoo
         seconds_before = run.train_seconds
         try:
             with run.training():
-                stats = train_epoch(model, train, block, optimizer, loop)
+                stats = train_epoch(model, train, block, optimizer, loop, speedup, run.within_epoch)
         except Diverged as err:
             run.mark_diverged(str(err), objects)
             break
         lr = optimizer.param_groups[0]["lr"] * lr_factor(loop, block)  # what the epoch trained at
-        valid_eval = evaluate(model, valid, loop.eval_block)
+        with speedup.autocast():  # evaluated at the training precision
+            valid_eval = evaluate(model, valid, loop.eval_block)
         if scheduler is not None:
             is_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
             scheduler.step(valid_eval["loss"]) if is_plateau else scheduler.step()
@@ -219,6 +231,7 @@ def fit(run: Run, model, optimizer, scheduler, schedule, data: dict, loop: LMLoo
                "valid_loss": valid_eval["loss"], "valid_ppl": valid_eval["ppl"], "lr": lr, "block_size": block,
                "tokens_per_s": stats["tokens"] / max(run.train_seconds - seconds_before, 1e-9), **totals}
         if last:
-            row["test_ppl"] = evaluate(model, test, loop.eval_block)["ppl"]
+            with speedup.autocast():
+                row["test_ppl"] = evaluate(model, test, loop.eval_block)["ppl"]
         run.end_epoch(row, objects, done=last)
     run.distinct_samples = (train.size(0) - 1) * train.size(1) if run.history else 0

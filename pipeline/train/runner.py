@@ -23,8 +23,9 @@ class RunConflict(PipelineError, RuntimeError):
     """The run directory holds finished results of a different configuration."""
 
 
-def start_run(spec: RunSpec, run_dir: Path, checkpoint_root: Path, device, log=print) -> Run:
-    """A Run for `spec`, with the global RNG seeded; checkpoints go to <root>/<exp>/<variant>/seed<k>/."""
+def start_run(spec: RunSpec, run_dir: Path, checkpoint_root: Path, device, log=print, speed=None) -> Run:
+    """A Run for `spec`, with the global RNG seeded; checkpoints go to <root>/<exp>/<variant>/seed<k>/. `speed`: the
+    profile's speed options (a Speed; None: all off), which the loops read from the Run."""
     run_dir = Path(run_dir)
     existing = run_dir / "config.json"
     if existing.exists():
@@ -35,7 +36,7 @@ def start_run(spec: RunSpec, run_dir: Path, checkpoint_root: Path, device, log=p
     for folder in (run_dir, ckpt):  # before any training: results that cannot be written would be work lost
         check_writable(folder, "the run's files")
     seed_global(spec.seed)
-    return Run(spec, run_dir, ckpt, device, log=log)
+    return Run(spec, run_dir, ckpt, device, log=log, speed=speed)
 
 
 @functools.cache

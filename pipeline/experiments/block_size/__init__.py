@@ -4,6 +4,7 @@
     schema.py     Settings: dataset, target, model, train, schedule
     schedule.py  the block-size schedules (fixed, linear, exponential, doubling, plateau)
     train.py      train(job): LSTM LM, optimizer, LR scheduler, block schedule -> pipeline.train.lm.fit
+    cost.py       the plan's FLOPs of a run, a tuning job or a step (pipeline/plan.py)
     tables.py    the paper's Table 1 (test perplexity)
     figures.py   the block-size trace
     claims.yaml  the claims ledger's entries; choices.md: the choices the sources leave open
@@ -42,4 +43,12 @@ def check(params, variant: str, settings: Settings) -> None:
                           f"{2 * settings.train.batch_size})")
 
 
-EXPERIMENT = Experiment(name="block_size", settings=Settings, data_kinds=("ptb",), describe=describe, check=check)
+def cost(settings, sizes, kind):
+    """The plan's FLOPs (pipeline/plan.py) from cost.py, imported only when asked: it builds models to count."""
+    from .cost import estimate
+
+    return estimate(settings, sizes, kind)
+
+
+EXPERIMENT = Experiment(name="block_size", settings=Settings, data_kinds=("ptb",), describe=describe, check=check,
+                        cost=cost)

@@ -4,6 +4,7 @@
     schema.py    Settings: dataset, subset, policy, target, model, train, edba (EDBA's settings)
     method.py    EDBA: per-sample last-layer gradients, candidate subsets, margin loss, the batch-size rule
     train.py     train(job): PreResNet, SGD, the variant's batch policy -> pipeline.train.image.fit
+    cost.py      the plan's FLOPs of a run, a tuning job or a step (pipeline/plan.py)
     tables.py    the paper's Table 1 (accuracy by training-set size)
     figures.py   accuracy against training-set size, the batch-size trace
     claims.yaml  the claims ledger's entries; choices.md: the choices the sources leave open
@@ -18,4 +19,11 @@ def identity(settings: Settings) -> dict:
     return settings.model_dump(mode="json", exclude={"edba"} if settings.policy == "fixed" else None)
 
 
-EXPERIMENT = Experiment(name="edba", settings=Settings, data_kinds=IMAGE_KINDS, identity=identity)
+def cost(settings, sizes, kind):
+    """The plan's FLOPs (pipeline/plan.py) from cost.py, imported only when asked: it builds models to count."""
+    from .cost import estimate
+
+    return estimate(settings, sizes, kind)
+
+
+EXPERIMENT = Experiment(name="edba", settings=Settings, data_kinds=IMAGE_KINDS, identity=identity, cost=cost)

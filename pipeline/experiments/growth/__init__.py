@@ -5,6 +5,7 @@ NeurIPS 2023; NOTES.md section 2). Torch-free: read when params.yaml is loaded.
     schedule.py  the widths of every stage and the epochs of the growths
     method.py     grow (random, variance transfer, Net2Net), optimizer state carried in place, LR adaptation
     train.py      train(job): the image loop with a before-epoch hook that grows the network
+    cost.py       the plan's FLOPs of a run, a tuning job or a step (pipeline/plan.py)
     tables.py    accuracy, FLOPs and speed-up against the fixed network
     figures.py   the width trace
     claims.yaml  the claims ledger's entries; choices.md: the choices the sources leave open
@@ -26,5 +27,12 @@ def identity(settings: Settings) -> dict:
     return settings.model_dump(mode="json", exclude=drop or None)
 
 
+def cost(settings, sizes, kind):
+    """The plan's FLOPs (pipeline/plan.py) from cost.py, imported only when asked: it builds models to count."""
+    from .cost import estimate
+
+    return estimate(settings, sizes, kind)
+
+
 EXPERIMENT = Experiment(name="growth", settings=Settings, data_kinds=IMAGE_KINDS, describe=describe,
-                        identity=identity)
+                        identity=identity, cost=cost)

@@ -4,6 +4,7 @@
     schema.py    Settings: dataset, target, model, train, optimizer, schedule, normalization, lr_from, tuning, ...
     tune.py      tune(job, out): the lr grid on a validation split held out from the training set
     train.py     train(job): the variant at its tuned lr -> pipeline.train.image.fit
+    cost.py      the plan's FLOPs of a run, a tuning job or a step (pipeline/plan.py)
     tables.py    one table per technique family
     figures.py   accuracy against seconds to target
     claims.yaml  the claims ledger's entries; choices.md: the choices the sources leave open
@@ -30,5 +31,12 @@ def identity(settings: Settings) -> dict:
             "options": settings.options("json"), "schedule_options": settings.schedule_settings("json")}
 
 
+def cost(settings, sizes, kind):
+    """The plan's FLOPs (pipeline/plan.py) from cost.py, imported only when asked: it builds models to count."""
+    from .cost import estimate
+
+    return estimate(settings, sizes, kind)
+
+
 EXPERIMENT = Experiment(name="optimizers", settings=Settings, data_kinds=IMAGE_KINDS, data=data, tuning=tuning,
-                        identity=identity)
+                        identity=identity, cost=cost)

@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ...errors import ConfigError
 from ...seeding import rng
@@ -59,16 +58,10 @@ def tuning_data(job: Job) -> tuple[ImageData, dict]:
     index = np.arange(len(y_all)) if chosen is None else np.load(chosen)
     fit_rows, val_rows = validation_split(y_all[index], cfg.tuning.validation_fraction, job.seed)
     fit, held_out = index[fit_rows], index[val_rows]
-    to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).to(job.device)  # NHWC -> NCHW
-    x = to_tensor(x_all[fit])
-    local_of = torch.full((len(y_all),), -1, dtype=torch.long)  # leak guard: validation rows map to -1
-    local_of[torch.from_numpy(fit)] = torch.arange(len(fit))
-    pixels = x.float().div(255)
-    data = ImageData(x=x, y=torch.from_numpy(y_all[fit]).long().to(job.device),
-                     global_index=torch.from_numpy(fit).long().to(job.device), local_of=local_of.to(job.device),
-                     test_x=to_tensor(x_all[held_out]), test_y=torch.from_numpy(y_all[held_out]).long().to(job.device),
-                     mean=pixels.mean(dim=(0, 2, 3), keepdim=True),  # statistics of the fit part only
-                     std=pixels.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3), num_classes=len(meta["classes"]))
+    # the fit part as the training rows (leak guard: validation rows are not in it; statistics of the fit part only)
+    # and the validation slice as the "test" split
+    data = ImageData.from_arrays(x_all[fit], y_all[fit], fit, len(y_all), x_all[held_out], y_all[held_out],
+                                 len(meta["classes"]), job.device, on_device=job.params.speed.data_on_device)
     split = {"seed": job.seed, "purpose": VALIDATION_PURPOSE, "subset": cfg.train.subset,
              "training_set": int(len(index)), "fit": int(len(fit)), "validation": int(len(held_out)),
              "validation_fraction": cfg.tuning.validation_fraction}
