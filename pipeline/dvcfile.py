@@ -55,7 +55,7 @@ def dvc_yaml(params: Params) -> dict:
         metric = params.settings(exp, variants[0]).target.metric
         plots.append({f"{ANALYSIS}/curves/{exp}.csv": {"x": "epoch", "y": variants, "title": f"{exp}: {metric}",
                                                        "x_label": "epoch", "y_label": f"{metric} (mean of seeds)"}})
-    return {"stages": stages, "metrics": [f"{ANALYSIS}/metrics"], "plots": plots}
+    return {"stages": stages, "metrics": [f"{ANALYSIS}/summary", f"{ANALYSIS}/metrics"], "plots": plots}
 
 
 def render(doc: dict) -> str:

@@ -65,7 +65,7 @@ def test_dvc_yaml_is_short_and_declares_metrics_and_plots(root, raw_params):
     text = (root / "dvc.yaml").read_text()
     assert len(text.splitlines()) < 200
     doc = yaml.safe_load(text)
-    assert doc["metrics"] == ["results/analysis/metrics"]
+    assert doc["metrics"] == ["results/analysis/summary", "results/analysis/metrics"]
     params = config.validate(raw_params)
     plotted = {next(iter(p)) for p in doc["plots"]}
     assert plotted == {f"results/analysis/curves/{e}.csv" for e in params.experiments}
@@ -157,3 +157,14 @@ def test_dvc_takes_over_a_snakemake_workspace_and_reruns_one_edited_variant(tmp_
     assert "toy/fast-cifar10-n100: lr 0.1 -> 0.2" in log
     assert "Running stage 'train_toy@fast-cifar10-n100'" in log
     assert "Running stage 'train_toy@slow-cifar10-n100'" not in log
+
+
+def test_an_experiment_summary_counts_its_runs_and_its_claims_by_verdict():
+    final, _, _ = tiny_tables()
+    final = final.with_columns(diverged=pl.Series([False, False, False, True]))
+    claims = pl.DataFrame({"experiment": ["e"] * 5 + ["other"],
+                           "verdict": ["reproduced", "not reproduced", "inconclusive", "inconclusive",
+                                       "not comparable (profile smoke)", "reproduced"]})
+    assert dvc_outputs.experiment_summary(claims, final, "e") == {
+        "runs": 4, "diverged": 1, "claims": 5, "reproduced": 1, "not_reproduced": 1, "inconclusive": 2,
+        "not_judged": 1}

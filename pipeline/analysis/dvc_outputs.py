@@ -9,6 +9,11 @@
             epoch, <variant>, <variant>, ...: the mean over seeds of the curve metric (the experiment's target metric,
             e.g. valid_ppl or test_acc) per evaluated epoch                    `dvc plots show` / `diff`
 
+    claims (the analyze stage's ledger with verdicts) + final
+        --write_summaries()--> <out>/summary/<experiment>.json
+            {"<experiment>": {"runs", "diverged", "claims", "reproduced", "not_reproduced", "inconclusive",
+            "not_judged"}}: a few columns per experiment for `dvc exp show` (README: its --keep pattern)
+
 Pure functions of the tables; the file names are the ones dvc.yaml declares (pipeline/dvcfile.py).
 """
 from __future__ import annotations
@@ -77,4 +82,26 @@ def write_curves(history: pl.DataFrame, final: pl.DataFrame, out_dir: Path) -> l
             path.parent.mkdir(parents=True, exist_ok=True)
             table.write_csv(path)
             written.append(path)
+    return written
+
+
+def experiment_summary(claims: pl.DataFrame, final: pl.DataFrame, experiment: str) -> dict:
+    """Runs, diverged runs, and the experiment's claims by verdict ("not comparable ..." and "not tested" are
+    counted as not judged)."""
+    runs = final.filter(pl.col("experiment") == experiment)
+    verdicts = claims.filter(pl.col("experiment") == experiment)["verdict"].to_list()
+    counts = {key: sum(v == verdict for v in verdicts) for key, verdict in
+              (("reproduced", "reproduced"), ("not_reproduced", "not reproduced"), ("inconclusive", "inconclusive"))}
+    return {"runs": runs.height, "diverged": int(runs["diverged"].sum()), "claims": len(verdicts), **counts,
+            "not_judged": len(verdicts) - sum(counts.values())}
+
+
+def write_summaries(claims: pl.DataFrame, final: pl.DataFrame, experiments: list[str], out_dir: Path) -> list[Path]:
+    written = []
+    for experiment in experiments:
+        path = Path(out_dir) / "summary" / f"{experiment}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # under the experiment's name: `dvc exp show` then names its columns <experiment>.<key>, short and unique
+        path.write_text(json.dumps({experiment: experiment_summary(claims, final, experiment)}, indent=1) + "\n")
+        written.append(path)
     return written

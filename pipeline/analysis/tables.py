@@ -24,7 +24,7 @@ from ..seeding import rng
 from . import stats
 from .claims import arm_values, compare, comparable, direction, family_of, judge_claims
 from .collect import read_tables
-from .dvc_outputs import write_curves, write_metrics
+from .dvc_outputs import write_curves, write_metrics, write_summaries
 from .formatting import markdown, num, pval, scale_of, table
 from .ledger import QUANTITIES, Ledger, ledger_for
 from .lookup import TableContext
@@ -143,6 +143,7 @@ def analyze(tables_dir: Path, params, out_dir: Path, ledger: Ledger | None = Non
         frame.write_parquet(out_dir / f"{name}.parquet")
         frame.write_csv(out_dir / f"{name}.csv")
     write_metrics(summary, final, out_dir)  # dvc metrics show / diff
+    write_summaries(claims, final, experiments, out_dir)  # dvc exp show
     write_curves(history_all.filter(pl.col("profile").eq_missing(params.profile)), final, out_dir)  # dvc plots
     built = [claims_table(claims)]
     for exp in experiments:
