@@ -166,3 +166,33 @@ def test_accepted_mutations_do_not_crash_the_stages_they_change(raw_params, tmp_
         # any exception above (a crash, or a one-line error after `check` accepted the value) fails: `what` says which
     print(f"deep fuzz: {trained} variant runs trained for the accepted mutations")
     assert trained > 0
+
+
+@pytest.mark.slow
+def test_accepted_mutations_plan_every_profile_without_crashing(raw_params):
+    """The quick and paper profiles cannot be trained here (real data, GPU-hours), so their accepted mutations go
+    as far as this machine can take them: the DAG both orchestrators run, dvc.yaml, every variant's resolved
+    settings file, and the cost plan, which builds every model at its real size to count its FLOPs.
+    PIPELINE_FUZZ_PLANS mutations (default 120)."""
+    from pipeline import dag, dvcfile, plan, resolved
+
+    rng = random.Random(11)
+    planned = 0
+    for _ in range(int(os.environ.get("PIPELINE_FUZZ_PLANS", "120"))):
+        raw, what = mutate(raw_params, rng)
+        try:
+            config.validate(raw)
+        except config.ConfigError:
+            continue
+        for profile in ("quick", "paper"):
+            params = config.validate(raw, profile)
+            assert dag.stages(params) and dvcfile.dvc_yaml(params)["stages"], what
+            for exp in params.experiments:
+                for variant in params.variants(exp):
+                    resolved.planned(params, exp, variant)
+            rows = plan.estimate(params)
+            assert all(r.train_flops >= 0 for r in rows), what
+            planned += 1
+        # any exception above fails the test; `what` names the mutation
+    print(f"deep fuzz: {planned} quick/paper plans made for the accepted mutations")
+    assert planned > 0
