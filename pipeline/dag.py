@@ -219,7 +219,8 @@ def groups(params: Params) -> list[Group]:
         out += _job_groups(params, exp, "tune", {n: (n, None) for n in params.tuning_jobs(exp)}, tuning=False)
         jobs = {job_key(v, seeds, params): (v, seeds) for v in params.variants(exp) for seeds in seed_groups(params)}
         out += _job_groups(params, exp, "train", jobs, tuning=True)
-    out.append(Group("track", f"python -m pipeline track ${{item}} --runs {RUNS}/${{item}} --out {TRACKING}/${{item}}.json",
+    out.append(Group("track", f"python -m pipeline track ${{item}} --runs {RUNS}/${{item}} "
+                              f"--out {TRACKING}/${{item}}.json",
                      deps=[f"{CODE}/tracking.py", f"{RUNS}/${{item}}"], outs=[f"{TRACKING}/${{item}}.json"],
                      params=["tracking"], items=list(params.experiments)))
     receipts = [f"{TRACKING}/{e}.json" for e in params.experiments]

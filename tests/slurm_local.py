@@ -49,7 +49,8 @@ def install() -> None:
     raise Unavailable(f"apt-get could not install slurm-wlm and munge: {out.stderr.strip()[-300:]}")
 
 
-def _start_munge() -> None:
+def _start_munge() -> bool:
+    """munged running (started here when it was not: returns True then, so that it is stopped afterwards)."""
     key = Path("/etc/munge/munge.key")
     if not key.exists():
         _run("mungekey", "--create")
@@ -57,9 +58,11 @@ def _start_munge() -> None:
     run_dir = Path("/run/munge")
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.chown(run_dir, "munge", "munge")
-    if _run("bash", "-c", "munge -n | unmunge", check=False).returncode != 0:
+    started = _run("bash", "-c", "munge -n | unmunge", check=False).returncode != 0
+    if started:
         _run("runuser", "-u", "munge", "--", "munged", "--force")
     _run("bash", "-c", "munge -n | unmunge")
+    return started
 
 
 def _memory_mb() -> int:
@@ -112,7 +115,7 @@ def cluster(state: Path):
     if CONF.exists() and MARK not in CONF.read_text():
         raise Unavailable(f"{CONF} exists and is not this test's: a real cluster's configuration is never touched")
     install()
-    _start_munge()
+    munge_started = _start_munge()
     node = _write_conf(state)
     try:
         _run("slurmctld")
@@ -127,5 +130,7 @@ def cluster(state: Path):
     finally:
         _stop(state / "slurmd.pid")
         _stop(state / "slurmctld.pid")
+        if munge_started:
+            _stop(Path("/run/munge/munged.pid"))
         time.sleep(1)
         CONF.unlink(missing_ok=True)
