@@ -1,5 +1,6 @@
 """The Slurm profile for real: a single-node Slurm on this machine runs a slice of the smoke DAG with every rule kind
-through `snakemake --profile` (a copy of profiles/slurm), one job per seed, and its results equal a local run's.
+through `snakemake --profile` (a copy of profiles/slurm), one job per seed, then its training jobs again packed two
+to an allocation (the profile's GPU-packing recipe); both give the results of a local run.
 
 Skips, with the reason, where a local Slurm cannot be started (no root, no packages, a real cluster's
 configuration present); CI runs as root and runs it (tests/slurm_local.py installs slurm-wlm and munge).
@@ -54,6 +55,24 @@ def slurm_profile(root: Path, folder: Path) -> Path:
     return folder
 
 
+def packed(profile: Path, k: int) -> Path:
+    """The profile with the GPU-packing recipe of profiles/slurm/config.yaml's comments turned on: k training jobs
+    per sbatch allocation (a Snakemake job group), the GPU asked once per group as a string resource."""
+    cfg = yaml.safe_load((profile / "config.yaml").read_text())
+    cfg.update({"groups": ["train=gpu_pack"], "group-components": [f"gpu_pack={k}"]})
+    cfg["set-resources"]["train"]["gres"] = "gpu:0"  # `gpu:1` on a GPU cluster; this node has none to give
+    folder = profile.parent / f"{profile.name}-packed"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return folder
+
+
+def squeue() -> list[str]:
+    """`<job id> <CPUs> <state>` of every job the controller remembers (MinJobAge keeps finished ones)."""
+    out = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %C %T"], capture_output=True, text=True)
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
 def snakemake(args: list[str], cwd: Path, timeout: float) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("PIPELINE_PROFILE", None)
@@ -75,25 +94,31 @@ def run_metrics(work: Path) -> dict[str, dict]:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_the_slurm_profile_runs_a_smoke_slice_like_a_local_run(tmp_path, root, raw_params):
+    slurm_args = ["--slurm-no-account", "--slurm-status-command", "squeue",
+                  "--slurm-init-seconds-before-status-checks", "2", "--slurm-logdir", str(tmp_path / "slurm-logs")]
     try:
-        with cluster(tmp_path / "slurm") as info:
+        with cluster(tmp_path / "slurm"):
             raw = slice_params(raw_params)
             work = workdir(root, tmp_path / "on-slurm", raw)
             profile = slurm_profile(root, tmp_path / "profile")
-            log = snakemake(["--profile", str(profile), "--slurm-no-account", "--slurm-status-command", "squeue",
-                             "--slurm-init-seconds-before-status-checks", "2",
-                             "--slurm-logdir", str(tmp_path / "slurm-logs")], work, timeout=1500)
-            jobs = subprocess.run(["squeue", "--states=all", "-h", "-o", "%j %T"], capture_output=True,
-                                  text=True).stdout.split("\n")
+            log = snakemake(["--profile", str(profile), *slurm_args], work, timeout=1500)
+            jobs = squeue()
+            # GPU packing on Slurm: the training jobs again, two to an allocation (profiles/slurm's recipe)
+            packed_log = snakemake(["--profile", str(packed(profile, 2)), *slurm_args, "--forcerun", "train"], work,
+                                   timeout=1500)
+            groups = [j for j in squeue() if j not in jobs]
+            packed_runs = run_metrics(work)
     except Unavailable as why:
         pytest.skip(f"no local Slurm: {why}")
-    done = [j for j in jobs if j.strip()]
     # 2 prepare + 1 subsets + 2 tune + 2 experiments x 2 variants x 2 seeds = 13 sbatch jobs, every one COMPLETED
-    assert len(done) == 13 and all(j.endswith("COMPLETED") for j in done), done
+    assert len(jobs) == 13 and all(j.endswith("COMPLETED") for j in jobs), jobs
     assert all(f"localrule {r}" in log for r in ("settings", "track", "collect", "analyze", "figures", "report"))
+    # packed: the 8 training jobs in 4 allocations of 2 CPUs (one per job in the group), every one COMPLETED
+    assert len(groups) == 4 and all(g.split()[1:] == ["2", "COMPLETED"] for g in groups), packed_log[-3000:]
     local = workdir(root, tmp_path / "local", raw)
     snakemake(["--profile", "profiles/local", "--cores", "2"], local, timeout=900)
     on_slurm, here = run_metrics(work), run_metrics(local)
     assert len(on_slurm) == 8 and on_slurm.keys() == here.keys()
     assert on_slurm == here  # every metric but wall-clock times identical: same seeds, same numbers
+    assert packed_runs == here
     assert (work / "report" / "report.md").exists()
