@@ -133,6 +133,12 @@ class Params:
         exp, settings = self.experiment(experiment), self.settings(experiment, variant)
         return exp.identity(settings) if exp.identity else settings.model_dump(mode="json")
 
+    def run_config(self, experiment: str, variant: str, config: dict | None = None) -> dict:
+        """The config a run records (config.json's run.config, its config hash): the profile, whether the data
+        are synthetic, the speed options that change numbers, and `config` (default: the variant's identity)."""
+        config = self.identity(experiment, variant) if config is None else config
+        return {"profile": self.profile, "synthetic": self.synthetic, "speed": self.speed.identity(), **config}
+
     def check_variant(self, experiment: str, variant: str) -> None:
         self.section(experiment).settings(variant)
 

@@ -18,9 +18,8 @@ from .config import Params
 
 
 def planned(params: Params, experiment: str, variant: str) -> dict:
-    """The run config of a variant under the active profile (pipeline/train/jobs.py records the same)."""
-    return {"profile": params.profile, "synthetic": params.synthetic, "speed": params.speed.identity(),
-            **params.identity(experiment, variant)}
+    """The run config of a variant under the active profile, as its jobs record it (Params.run_config)."""
+    return params.run_config(experiment, variant)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:

@@ -169,3 +169,16 @@ def test_conda_env_lists_the_projects_dependencies(root):
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pip == wanted
     assert not any(p.startswith(("-e", ".")) for p in pip)
+
+
+def test_the_slurm_profile_plans_one_training_job_per_seed_under_the_paper_profile(root, raw_params):
+    """`snakemake -n --profile profiles/slurm` with the paper profile: one sbatch job per seed, each asking for the
+    profile's GPU (no Slurm needed for a dry run)."""
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_PROFILE"}
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/slurm", "--config",
+                          "profile=paper"], capture_output=True, text=True, cwd=root, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    jobs = re.findall(r"rule train:\n\s+input: .*\n\s+output: (\S+)\n(?:.*\n)*?\s+resources: (.*)", out.stdout)
+    paper = config.validate(raw_params, "paper")
+    assert len(jobs) == sum(len(paper.variants(e)) for e in paper.experiments) * len(paper.seeds)
+    assert all(re.search(r"/seed\d+$", output) and "gpu=1" in resources for output, resources in jobs)

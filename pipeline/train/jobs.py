@@ -113,7 +113,6 @@ class Job:
         from ..code import train_code_digest
 
         described = {**self.describe(), **identity}
-        config = self.params.identity(self.experiment, self.variant) if config is None else config
         reads = self.params.data_of(self.experiment, self.variant) if reads is None else reads
         files = [f for dataset, subset in reads for f in self.data_files(dataset, subset)]
         exp = self.params.experiment(self.experiment)
@@ -121,8 +120,7 @@ class Job:
                        profile=self.params.profile, method=described["method"], dataset=described["dataset"],
                        subset=described["subset"], metric=metric, mode=mode,
                        target=self.settings.target.model_dump(),
-                       config={"profile": self.params.profile, "synthetic": self.params.synthetic,
-                               "speed": self.params.speed.identity(), **config},  # autocast etc. change numbers
+                       config=self.params.run_config(self.experiment, self.variant, config),
                        inputs=input_digests(files, train_code_digest(exp)))
 
     def image_data(self, dataset: str, subset: str | None):
