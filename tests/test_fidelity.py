@@ -2,6 +2,7 @@
 initialisation and the two readings of a subset's epoch, the survey's further techniques."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,9 @@ import torch
 
 from pipeline import config
 from pipeline.analysis.ledger import ledger_for
+from pipeline.experiments.growth.parameterization import mup_lr_factors, to_mup
 from pipeline.experiments.growth.method import grow, scale_ratio
-from pipeline.experiments.growth.train import Plan, fresh, grown_init_scale, plan_for
+from pipeline.experiments.growth.train import Plan, base_widths, fresh, grown_init_scale, plan_for
 from pipeline.experiments.optimizers.train import build_network
 from pipeline.models import build_model
 
@@ -41,6 +43,39 @@ def test_the_default_growth_ends_at_the_initialisations_scale():
                           conv_init=settings.conv_init)
     assert grown_init_scale(settings, plan, initial) == pytest.approx(1.0, abs=0.05)  # what every run records
     assert grown_init_scale(settings, Plan([plan.stage_widths[-1]], []), initial) is None  # no growth: no ratio
+
+
+def as_mup(settings):
+    """The other consistent pairing: variance ~ 1/fan_in^2 from the stage-0 widths, the linear factor."""
+    return settings.model_copy(update={"parameterization": "mup",
+                                       "method": settings.method.model_copy(update={"variance_factor": "linear"})})
+
+
+@pytest.mark.parametrize("variant,classes", [("grow_vt_lr-cifar10", 10), ("grow_vt_lr-cifar100", 100)])
+def test_the_mup_pairing_ends_at_its_own_initialisations_scale(variant, classes):
+    """parameterization mup: the stage-0 network is the kaiming one, a fresh full-width network is kaiming's
+    draws x sqrt(C_0 / C), and after the paper's eight growths with the linear factor the grown convolutions sit
+    within 5% of that scale (the sqrt factor would leave them twice too large)."""
+    settings = as_mup(PAPER.settings("growth", variant))
+    plan = plan_for(settings)
+    base = plan.stage_widths[0]
+    assert base_widths(settings) == base and len(plan.growth_epochs) == 8
+    initial = build_model(settings.model, classes, base, generator=torch.Generator().manual_seed(1),
+                          conv_init="he_fan_in")
+    assert grown_init_scale(settings, plan, initial) == pytest.approx(1.0, abs=0.05)
+    kaiming = build_model(settings.model, classes, plan.stage_widths[-1], generator=torch.Generator().manual_seed(0),
+                          conv_init="he_fan_in")
+    mup = fresh(settings, classes, plan.stage_widths[-1])
+    ratios = {n: float(w.detach().std() / dict(kaiming.named_parameters())[n].detach().std())
+              for n, w in mup.named_parameters() if w.dim() >= 2}
+    assert ratios.pop("stem.weight") == pytest.approx(1.0)  # reads the 3 image channels: its fan-in never grows
+    assert all(r == pytest.approx(0.5, rel=1e-5) for r in ratios.values())  # C_0 / C = 1/4 in every later layer
+    same = to_mup(copy.deepcopy(initial), base)
+    assert all(torch.equal(a, b) for a, b in zip(same.parameters(), initial.parameters()))  # stage 0: unchanged
+    assert set(mup_lr_factors(mup, base).values()) == {0.25}
+    sqrt_settings = settings.model_copy(update={"method": settings.method.model_copy(update={"variance_factor": "sqrt"})})
+    with pytest.raises(ValueError, match="parameterization mup goes with init_fan 'in' and variance_factor 'linear'"):
+        grown_init_scale(sqrt_settings, plan, initial)
 
 
 def test_edba_trains_at_pytorchs_default_conv_init_in_every_profile():

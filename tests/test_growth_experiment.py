@@ -14,6 +14,7 @@ import torch
 
 from pipeline import config
 from pipeline.data.fetch import DataError
+from pipeline.experiments.growth.parameterization import mup_lr_factors, to_mup
 from pipeline.experiments.growth import train as growth
 from pipeline.experiments.growth.schedule import GrowthSchedule
 from pipeline.models import build_model
@@ -57,6 +58,14 @@ def params(raw_params, tmp_path):
     smoke = raw_params["growth"]["profiles"]["smoke"]
     smoke["train"].update({"epochs": 4, "batch_size": 16, "samples_per_epoch": 64, "eval_every": 1})
     smoke["schedule"]["num_growths"] = 3
+    return config.validate(raw_params, "smoke")
+
+
+@pytest.fixture
+def mup_params(raw_params, tmp_path, params):
+    """As `params`, under the other consistent pairing (parameterization mup, the linear factor)."""
+    raw_params["growth"]["parameterization"] = "mup"
+    raw_params["growth"]["method"]["variance_factor"] = "linear"
     return config.validate(raw_params, "smoke")
 
 
@@ -113,6 +122,9 @@ def test_grid_is_every_mode_on_every_dataset_with_its_identity(params, raw_param
     (lambda g: g["profiles"]["smoke"]["grid"]["axes"]["dataset"]["cifar10"].update(full_widths=[8, 16]),
      "3 width groups"),
     (lambda g: g["schedule"].update(growth_ratio=1.2), "give one of start_fraction and growth_ratio"),
+    (lambda g: g.update(parameterization="mup"), "parameterization mup goes with conv_init he_fan_in, "
+                                                   "method.variance_factor linear and method.init_fan in"),
+    (lambda g: g.update(parameterization="mu_p"), "parameterization"),
     (lambda g: g["schedule"].update(start_fraction=None), "give one of start_fraction and growth_ratio"),
 ])
 def test_bad_growth_settings_fail_with_one_line(raw_params, edit, message):
@@ -298,6 +310,31 @@ def test_lr_recompute_and_head_options(params):
     assert without.stage_multipliers()[1] != with_head.stage_multipliers()[1]  # the head's norm left out
 
 
+def test_mup_gives_every_growing_layer_the_learning_rate_c0_over_c(mup_params, params, tmp_path):
+    """parameterization mup: a fixed full-width network steps with C_0 / C on every weight whose fan-in is a width
+    group (the stem and the BN/bias vectors keep 1); a growing one multiplies that into LR adaptation's multipliers,
+    recomputed from the grown widths; a run records its weights at about mup's own fresh scale."""
+    fixed = growing(mup_params.settings("growth", "fixed_full-cifar10"))
+    base = growth.base_widths(mup_params.settings("growth", "fixed_full-cifar10"))
+    assert base == (2, 4, 8) and tuple(fixed.model.widths) == (8, 16, 32)
+    assert fixed.multipliers == mup_lr_factors(fixed.model, base)
+    assert "stem.weight" not in fixed.multipliers and fixed.multipliers["stages.0.0.conv1.weight"] == 0.25
+    assert fixed.multipliers["stages.2.2.conv2.weight"] == 0.25 and fixed.multipliers["head.weight"] == 0.25
+    assert growing(params.settings("growth", "fixed_full-cifar10")).multipliers == {}  # kaiming: one lr
+    method = grown(mup_params.settings("growth", "grow_vt_lr-cifar10"), stage=2)
+    widths = dict(zip(("stage0", "stage1", "stage2"), method.model.widths))
+    name = "stages.1.1.conv1.weight"  # reads stage 1's stream: C_0 = 4
+    assert torch.equal(method.multipliers[name], method.adapted[name] * (4 / widths["stage1"]))
+    for variant in ("fixed_full-cifar10", "grow_vt_lr-cifar10"):
+        metrics = run(mup_params, tmp_path, variant)
+        assert not metrics["diverged"] and 0 <= metrics["final"] <= 1
+        assert all(float(r["weight_scale"]) > 0 for r in history(tmp_path, variant))
+    assert metrics["extra"]["grown_init_scale_ratio"] == pytest.approx(1.0, abs=0.05)
+    kaiming_ids = {v: params.identity("growth", v) for v in ("fixed_full-cifar10", "grow_vt_lr-cifar10")}
+    assert all("parameterization" not in i for i in kaiming_ids.values())  # runs made before the key stay valid
+    assert {"parameterization", "schedule"} <= set(mup_params.identity("growth", "fixed_full-cifar10"))
+
+
 @pytest.mark.parametrize("variant,changes", [("net2net-cifar10", {"net2net_noise": 0.1}),
                                              ("grow_vt_lr-cifar10", {"vt_compensate_lr": True})])
 def test_growing_state_round_trips_at_a_later_stage(params, variant, changes):
@@ -317,8 +354,10 @@ def test_growing_state_round_trips_at_a_later_stage(params, variant, changes):
 
 
 # ---------------------------------------------------------------------------------------------- resume
-@pytest.mark.parametrize("variant", ["grow_vt_lr-cifar10", "net2net-cifar100"])
-def test_killed_run_resumes_bit_identical_across_growths(params, tmp_path, monkeypatch, variant):
+@pytest.mark.parametrize("variant,pairing", [("grow_vt_lr-cifar10", "params"), ("net2net-cifar100", "params"),
+                                             ("grow_vt_lr-cifar100", "mup_params")])
+def test_killed_run_resumes_bit_identical_across_growths(request, tmp_path, monkeypatch, variant, pairing):
+    params = request.getfixturevalue(pairing)
     reference = run(params, tmp_path, variant, name="whole")
     real_end_epoch = engine.Run.end_epoch
     for kill_after in (1, 2):  # 1: right before the first growth; 2: right after the first grown epoch's checkpoint

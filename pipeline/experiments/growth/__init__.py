@@ -4,6 +4,7 @@ NeurIPS 2023; NOTES.md section 2). Torch-free: read when params.yaml is loaded.
     schema.py     Settings: dataset, model, full_widths, target, growth, lr_adaptation, width, train, schedule, method
     schedule.py  the widths of every stage and the epochs of the growths
     method.py     grow (random, variance transfer, Net2Net), optimizer state carried in place, LR adaptation
+    parameterization.py   kaiming or mup: how the weights and their learning rates scale with width
     train.py      train(job): the image loop with a before-epoch hook that grows the network
     cost.py       the plan's FLOPs of a run, a tuning job or a step (pipeline/plan.py)
     tables.py    accuracy, FLOPs and speed-up against the fixed network
@@ -24,6 +25,10 @@ def identity(settings: Settings) -> dict:
     """What a run depends on: a fixed full-width network not on the schedule, a fixed one not on the method."""
     fixed_full = settings.growth == "none" and settings.width == "full"
     drop = {"schedule", "method"} if fixed_full else {"method"} if settings.growth == "none" else set()
+    if settings.parameterization == "kaiming":  # what every run did before the key existed: their results stay valid
+        drop.add("parameterization")
+    if settings.parameterization == "mup" and fixed_full:  # mup's widths are relative to the schedule's stage 0
+        drop.discard("schedule")
     return settings.model_dump(mode="json", exclude=drop or None)
 
 

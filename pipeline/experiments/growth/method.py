@@ -56,7 +56,7 @@ def old_block(shape: tuple[int, ...]) -> tuple[slice, ...]:
 
 def grow(model: nn.Module, new_widths: tuple[int, ...], mode: str, generator: torch.Generator, *,
          variance_factor: str, base_widths: tuple[int, ...] | None, init_fan: str,
-         net2net_noise: float) -> tuple[nn.Module, GrowthStep]:
+         net2net_noise: float, parameterization: str = "kaiming") -> tuple[nn.Module, GrowthStep]:
     """A new model at `new_widths` computing the same function as `model` (eval mode: BN running statistics;
     train mode: batch statistics), and the GrowthStep mapping old parameters into it. A group of units that grows
     (model.width_groups(); a stage's residual stream is one group: stem or projection shortcut and every conv2
@@ -64,7 +64,8 @@ def grow(model: nn.Module, new_widths: tuple[int, ...], mode: str, generator: to
     - "random" (paper Fig. 1b): new units come in pairs with equal incoming weights V (Gaussian: Kaiming std
       sqrt(2 / fan) for convs, fan = k*k*C_in at the new widths for init_fan "in", k*k*C_out for "out" (the
       model's own He init, pipeline.models.init); 1 / sqrt(3 fan_in) for the head, the std of PyTorch's
-      U(+-1/sqrt(fan_in)) the model's head starts with) and opposite outgoing weights +Z / -Z in every consumer,
+      U(+-1/sqrt(fan_in)) the model's head starts with; under parameterization "mup" both at the base widths'
+      fan-in x C_0 / C_new, parameterization.py) and opposite outgoing weights +Z / -Z in every consumer,
       so a pair cancels. New BN channels: weight 1, bias 0, running mean 0, var 1 -- equal within a pair.
     - "variance_transfer": as "random", and every layer whose fan-in C grew *and that feeds a BN* has its old
       weights (and bias) scaled by s = (C_old / C_new) ** e: e = 1 ("linear", W_{t+1} = W_t C_t / C_{t+1} as the
@@ -91,6 +92,8 @@ def grow(model: nn.Module, new_widths: tuple[int, ...], mode: str, generator: to
         raise ValueError(f"unknown growth mode {mode!r}; known: {MODES}")
     if variance_factor not in VARIANCE_EXPONENT:
         raise ValueError(f"unknown variance_factor {variance_factor!r}; known: {sorted(VARIANCE_EXPONENT)}")
+    if parameterization == "mup" and (init_fan != "in" or variance_factor != "linear"):
+        raise ValueError("grow: parameterization mup goes with init_fan 'in' and variance_factor 'linear'")
     if init_fan not in INIT_FANS or not net2net_noise >= 0:
         raise ValueError(f"grow: init_fan must be one of {INIT_FANS} (got {init_fan!r}), net2net_noise >= 0 "
                          f"(got {net2net_noise!r})")
@@ -123,9 +126,11 @@ def grow(model: nn.Module, new_widths: tuple[int, ...], mode: str, generator: to
             if mode == "variance_transfer" and norm is not None:  # old weights and new draws: std ~ C_in ** -e
                 scale = (w.shape[1] / i_new) ** exponent
                 std = math.sqrt(2.0 / (fan_base * kernel)) * (i_base / i_new) ** exponent
-            else:
-                scale = 1.0
-                std = math.sqrt(2.0 / (fan_new * kernel)) if w.dim() == 4 else 1.0 / math.sqrt(3.0 * i_new)
+            else:  # a fresh init at the new widths: Kaiming's std (PyTorch's for the head)
+                scale = 1.0  # under mup (init_fan "in"): both fans at the base widths, the std x C_0 / C_new
+                shrink, conv_fan, head_fan = ((i_base / i_new, i_base, i_base) if parameterization == "mup"
+                                              else (1.0, fan_new, i_new))
+                std = shrink * (math.sqrt(2 / (conv_fan * kernel)) if w.dim() == 4 else 1 / math.sqrt(3 * head_fan))
             w2, b2 = _pair_layer(w, b, o_new, i_new, scale, std, generator)
             names = [f"{layer}.weight"] + ([] if b is None else [f"{layer}.bias"])
             step.old_scale.update({n: scale for n in names})

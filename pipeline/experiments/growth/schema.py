@@ -1,6 +1,7 @@
 """Settings of experiment 3, incrementally growing networks (variance transfer + LR adaptation; NOTES.md section 2).
 
     dataset, model, full_widths, target   what the variant trains (set by the grid's dataset axis)
+    conv_init, parameterization           how the weights are drawn and scale with width
     growth, lr_adaptation, width          what the variant does (set by the grid's mode axis)
     train: {epochs, batch_size, samples_per_epoch, lr, momentum, nesterov, weight_decay, lr_schedule, eta_min, ...}
     schedule: {num_growths, start_fraction | growth_ratio, stage_length_ratio}   widths and growth epochs
@@ -23,6 +24,7 @@ from ...schemas.base import (BatchSize, Epochs, Fraction, NonNegFloat, PositiveF
 
 GROWABLE = ("resnet20", "resnet18", "vgg11")  # the models pipeline.models can grow
 GROWTHS = ("none", "random", "variance_transfer", "net2net")  # none: a fixed-width network
+PARAMETERIZATIONS = ("kaiming", "mup")  # how the weights scale with width (parameterization.py)
 
 
 class Train(Strict):
@@ -73,6 +75,7 @@ class Settings(Strict):
     model: Literal[GROWABLE]
     full_widths: list[Width]  # the target (full) widths, one per width group of the model
     conv_init: Literal[CONV_INITS]  # the initial network's convolutions (pipeline.models.init)
+    parameterization: Literal[PARAMETERIZATIONS]  # init law + variance factor + per-layer lr (parameterization.py)
     target: Target
     growth: Literal[GROWTHS]  # how the network grows (none: fixed width)
     lr_adaptation: bool  # per-stage LR multipliers (only with a growth)
@@ -90,6 +93,11 @@ class Settings(Strict):
             raise ValueError("lr_adaptation needs a growing network (growth is none)")
         if self.growth != "none" and self.width != "full":
             raise ValueError("width applies to fixed networks only; a growing one starts at stage 0 and ends full")
+        m = self.method
+        pairing = (self.conv_init, m.variance_factor, m.init_fan)
+        if self.parameterization == "mup" and pairing != ("he_fan_in", "linear", "in"):
+            raise ValueError(f"parameterization mup goes with conv_init he_fan_in, method.variance_factor linear and "
+                             f"method.init_fan in (got {self.conv_init}, {m.variance_factor}, {m.init_fan})")
         if self.train.epochs < self.schedule.num_growths + 1:
             raise ValueError(f"train.epochs {self.train.epochs} cannot hold schedule.num_growths "
                              f"{self.schedule.num_growths} + 1 stages of at least one epoch")

@@ -36,6 +36,7 @@ from ...models.flops import TRAIN_TO_FORWARD, conv_linear_flops
 from ...seeding import generator
 from ...train import image, runner
 from ...train.jobs import Job
+from .parameterization import mup_lr_factors, to_mup
 from .method import (carry_optimizer_state, extend_lr_compensation, extend_stage_masks, grow, initial_stage_masks,
                      lr_multipliers, scale_ratio, scaled_step, stage_multipliers)
 from .schedule import GrowthSchedule
@@ -57,16 +58,25 @@ class Plan:
         return sum(1 for e in self.growth_epochs if e <= epoch)
 
 
+def schedule_of(cfg: Settings) -> GrowthSchedule:
+    s = cfg.schedule
+    return GrowthSchedule(tuple(cfg.full_widths), cfg.train.epochs, s.num_growths, s.start_fraction, s.growth_ratio,
+                          s.stage_length_ratio)
+
+
 def plan_for(cfg: Settings) -> Plan:
     full = tuple(cfg.full_widths)
     if cfg.growth == "none" and cfg.width == "full":  # fixed full width: the schedule does not matter
         return Plan([full], [])
-    s = cfg.schedule
-    schedule = GrowthSchedule(full, cfg.train.epochs, s.num_growths, s.start_fraction, s.growth_ratio,
-                              s.stage_length_ratio)
+    schedule = schedule_of(cfg)
     if cfg.growth == "none":  # fixed at the schedule's stage-0 widths
         return Plan([schedule.stage_widths()[0]], [])
     return Plan(schedule.stage_widths(), schedule.growth_epochs())
+
+
+def base_widths(cfg: Settings) -> tuple[int, ...]:
+    """The schedule's stage-0 widths, growing or fixed: where the parameterizations agree (parameterization.py)."""
+    return tuple(schedule_of(cfg).stage_widths()[0])
 
 
 def steps_per_epoch(cfg: Settings, train_size: int) -> int:
@@ -91,14 +101,18 @@ class Growing:
         self.method_gen = method_gen  # the growths' draws (new units, Net2Net splits)
         self.adapted: dict[str, torch.Tensor] = {}  # parameter name -> per-entry LR-adaptation multiplier
         self.compensation: dict[str, torch.Tensor] = {}  # parameter name -> per-entry s^2 (vt_compensate_lr)
-        self.multipliers: dict[str, torch.Tensor] = {}  # their product: what a step uses
+        self.multipliers: dict[str, torch.Tensor] = {}  # their product (x mup's per-layer lr): what a step uses
+        self.base = base_widths(cfg)  # mup's C_0
         self._build(0, generator(seed, "init"))  # the initialisation depends on the seed only
+        self._combine()
 
     def _build(self, stage: int, init: torch.Generator) -> None:
         t = self.cfg.train
         self.stage = stage
         self.model = build_model(self.cfg.model, self.num_classes, self.plan.stage_widths[stage],
                                  generator=init, conv_init=self.cfg.conv_init).to(self.device)
+        if self.cfg.parameterization == "mup":  # a fixed full network at mup's scale (stage 0: unchanged)
+            to_mup(self.model, self.base)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
                                          nesterov=t.nesterov, weight_decay=t.weight_decay)
         # cosine over the whole budget, per iteration; it stays attached across growths (carried in place)
@@ -119,7 +133,8 @@ class Growing:
         for k in range(self.stage + 1, stage + 1):
             new_model, step = grow(self.model, self.plan.stage_widths[k], self.cfg.growth, method_gen,
                                    variance_factor=m.variance_factor, base_widths=self.plan.stage_widths[0],
-                                   init_fan=m.init_fan, net2net_noise=m.net2net_noise)
+                                   init_fan=m.init_fan, net2net_noise=m.net2net_noise,
+                                   parameterization=self.cfg.parameterization)
             carry_optimizer_state(self.optimizer, self.model, new_model, step, rescale_state=m.rescale_state)
             if self.masks is not None:
                 self.masks = extend_stage_masks(self.masks, new_model, step, stage=k)
@@ -135,9 +150,11 @@ class Growing:
         self._combine()
 
     def _combine(self) -> None:
-        one = lambda table, n: table.get(n, 1.0)
-        names = [*self.adapted, *(n for n in self.compensation if n not in self.adapted)]
-        self.multipliers = {n: one(self.adapted, n) * one(self.compensation, n) for n in names}
+        """The multipliers a step uses: LR adaptation x VT compensation x mup's C_0 / C (from the current widths)."""
+        width = mup_lr_factors(self.model, self.base) if self.cfg.parameterization == "mup" else {}
+        tables = (self.adapted, self.compensation, width)
+        names = dict.fromkeys(n for table in tables for n in table)
+        self.multipliers = {n: math.prod(table.get(n, 1.0) for table in tables) for n in names}
 
     def stage_multipliers(self) -> list[float | None]:
         """LR-adaptation multiplier of every stage of the plan (all 1.0 without adaptation; VT compensation
@@ -198,13 +215,16 @@ class Growing:
 
 
 @functools.cache
-def _fresh(model: str, num_classes: int, widths: tuple, conv_init: str):
-    return build_model(model, num_classes, widths, generator=torch.Generator().manual_seed(0), conv_init=conv_init)
+def _fresh(model: str, num_classes: int, widths: tuple, conv_init: str, base: tuple | None):
+    net = build_model(model, num_classes, widths, generator=torch.Generator().manual_seed(0), conv_init=conv_init)
+    return net if base is None else to_mup(net, base)
 
 
 def fresh(cfg: Settings, num_classes: int, widths) -> torch.nn.Module:
-    """A freshly initialised network at `widths` (a fixed generator: bookkeeping, no run stream is touched)."""
-    return _fresh(cfg.model, num_classes, tuple(widths), cfg.conv_init)
+    """A freshly initialised network at `widths` under the run's parameterization (a fixed generator:
+    bookkeeping, no run stream is touched)."""
+    base = base_widths(cfg) if cfg.parameterization == "mup" else None
+    return _fresh(cfg.model, num_classes, tuple(widths), cfg.conv_init, base)
 
 
 def grown_init_scale(cfg: Settings, plan: Plan, initial: torch.nn.Module) -> float | None:
@@ -215,7 +235,8 @@ def grown_init_scale(cfg: Settings, plan: Plan, initial: torch.nn.Module) -> flo
     m, model, draws = cfg.method, copy.deepcopy(initial), torch.Generator().manual_seed(0)
     for widths in plan.stage_widths[1:]:
         model, _ = grow(model, widths, cfg.growth, draws, variance_factor=m.variance_factor,
-                        base_widths=plan.stage_widths[0], init_fan=m.init_fan, net2net_noise=m.net2net_noise)
+                        base_widths=plan.stage_widths[0], init_fan=m.init_fan, net2net_noise=m.net2net_noise,
+                        parameterization=cfg.parameterization)
     return scale_ratio(model, fresh(cfg, model.head.out_features, plan.stage_widths[-1]))
 
 
