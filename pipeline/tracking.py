@@ -22,7 +22,8 @@
   nothing. A profile switch adds the new profile's runs and keeps the old (filter `tags.profile = 'quick'`).
 - Concurrency: every write happens under one file lock per store (per machine, for a server): jobs finishing at
   once lose nothing and never race on sqlite.
-MLflow costs seconds to import, so only this stage imports it; training jobs never do.
+- Runs logged live while training (pipeline/live.py, on for a server) are deleted once their files are synced.
+MLflow costs seconds to import: only this stage imports it, and training jobs where live logging is on.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from filelock import FileLock
 
 from .config import Params
 from .errors import PipelineError, check_writable
+from .live import drop_synced
 
 RUN_FILES = ("metrics.json", "history.csv", "config.json")
 SYNC_FORMAT = 2  # bump when what a run looks like in MLflow changes: the next sync then replaces older runs
@@ -71,10 +73,6 @@ def _lock_for(uri: str) -> FileLock:
 def _store_error(err: Exception) -> bool:
     """An error of the tracking store itself (database, REST), not of the harness."""
     return type(err).__module__.split(".")[0] in ("sqlalchemy", "mlflow", "alembic", "sqlite3", "requests", "psycopg2")
-
-
-def _store_name(uri: str) -> str:
-    return uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else uri
 
 
 def content_hash(run_dir: Path) -> str:
@@ -320,7 +318,9 @@ def sync_runs(uri: str, experiment_name: str, runs: list[tuple[str, Path]]) -> d
             rows.append({"run_key": run_key, "run_id": run_id, "content_hash": digest, "new": keep is None})
         variants = dict.fromkeys(key.rsplit("/", 1)[0] for key, _ in runs)
         parents = [p for key in variants if (p := _sync_parent(client, experiment, key))]
-    return {"experiment_id": experiment, "runs": rows, "parents": parents}
+        ended = {key: run_times(d, json.loads((d / "metrics.json").read_text()))[1] for key, d in runs}
+        live = drop_synced(client, experiment, ended)  # the runs logged live while they trained: replaced now
+    return {"experiment_id": experiment, "runs": rows, "parents": parents, "live_replaced": live}
 
 
 def sync_experiment(params: Params, experiment: str, runs_root: Path, out: Path) -> list[dict]:
@@ -337,8 +337,8 @@ def sync_experiment(params: Params, experiment: str, runs_root: Path, out: Path)
         if isinstance(err, PipelineError) or not _store_error(err):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TrackingError(f"{_store_name(uri)}: the MLflow store cannot be used ({type(err).__name__}: "
-                            f"{first[:200]})") from None
+        raise TrackingError(f"{uri.removeprefix('sqlite:///')}: the MLflow store cannot be used "
+                            f"({type(err).__name__}: {first[:200]})") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"tracking_uri": uri, **synced}, indent=2))
     receipt, store = synced["runs"], _sqlite_dir(uri)
@@ -346,5 +346,5 @@ def sync_experiment(params: Params, experiment: str, runs_root: Path, out: Path)
     serve = (f"`mlflow ui --backend-store-uri {uri} --artifacts-destination {store / ARTIFACTS}`, then "
              if store else "")
     print(f"{experiment}: {len(receipt)} runs in MLflow ({new} new) under {len(synced['parents'])} variant runs "
-          f"at {_store_name(uri)}; UI: {serve}{ui_link(uri, synced['experiment_id'])}")
+          f"at {uri.removeprefix('sqlite:///')}; UI: {serve}{ui_link(uri, synced['experiment_id'])}")
     return receipt

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.tracking import sync_runs
+from test_growth_experiment import params, run  # noqa: F401  (params is a fixture: tiny images, the smoke grid)
 from test_tracking import T0, fake_run, runs_in
 
 pytestmark = pytest.mark.slow  # PostgreSQL + two MLflow servers + 16 processes: about 2 minutes on 2 cores
@@ -118,7 +120,7 @@ def mlflow_server(backend: str, cwd: Path, *args: str):
         log.close()
 
 
-def test_a_team_server_holds_every_run_once_with_metrics_parents_and_artifacts(tmp_path, root):
+def test_a_team_server_holds_every_run_once_with_metrics_parents_and_artifacts(tmp_path, root, params, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     finals = {i: round(0.5 + 0.01 * i, 2) for i in range(16)}
@@ -160,6 +162,20 @@ def test_a_team_server_holds_every_run_once_with_metrics_parents_and_artifacts(t
         assert list((tmp_path / "artifacts").rglob(f"{one.info.run_id}/artifacts/metrics.json"))  # where the server keeps them
         experiment = client.get_experiment_by_name("concurrency")
         assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+        # a training run logs its epochs live to the server (on by default for a server), and the sync replaces it
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.delenv("PIPELINE_LIVE_TRACKING", raising=False)
+        metrics = run(params, tmp_path, "grow_vt_lr-cifar10")
+        growth = client.get_experiment_by_name("growth").experiment_id
+        (watched,) = client.search_runs([growth], filter_string="tags.`harness.live_key` LIKE '%'")
+        assert watched.info.status == "FINISHED" and watched.data.tags["mlflow.runName"].endswith("(live)")
+        steps = sorted(m.step for m in client.get_metric_history(watched.info.run_id, "test_acc"))
+        assert steps == [1, 2, 3, 4] and metrics["epochs"] == 4
+        key, folder = "smoke/growth/grow_vt_lr-cifar10/seed0", tmp_path / "runs" / "grow_vt_lr-cifar10" / "seed0"
+        assert sync_runs(url, "growth", [(key, folder)])["live_replaced"] == 1
+        (synced,) = client.search_runs([growth], filter_string=f"tags.`harness.run_key` = '{key}'")
+        assert synced.info.status == "FINISHED" and client.get_run(watched.info.run_id).info.lifecycle_stage == "deleted"
 
 
 def test_a_moved_sqlite_store_serves_its_artifacts(tmp_path):

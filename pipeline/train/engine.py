@@ -146,6 +146,7 @@ class Run:
         self.extra: dict[str, Any] = {}  # experiment-specific final numbers, copied into metrics.json
         self.total_epochs: int | None = None  # set by the loop; shown in the progress display
         self.progress = Progress(f"{spec.experiment}/{spec.variant}/seed{spec.seed}")  # bar or log lines, ETA
+        self.live = None  # a pipeline.live.LiveLog: each epoch's row sent to MLflow as it ends (off by default)
 
     # ---- resume ---------------------------------------------------------------------------------------------
     def resume(self, objects: dict[str, Any]) -> int:
@@ -190,6 +191,8 @@ class Run:
         self.done = done
         self.save_checkpoint(objects)
         self.progress.epoch_done(row, self.epoch, self.total_epochs, self.train_seconds, done)
+        if self.live is not None:
+            self.live.log(self.history)
 
     def within_epoch(self, done: int, total: int, unit: str) -> None:
         """Called by a loop after each step: progress within a long epoch (pipeline/train/progress.py)."""
@@ -228,6 +231,8 @@ class Run:
         _atomic_write(self.run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=2, default=str)))
         # metrics.json last: its presence means the run's files are complete
         _atomic_write(self.run_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
+        if self.live is not None:
+            self.live.close("FAILED" if self.diverged else "FINISHED")
         return metrics
 
     def summary(self) -> dict:

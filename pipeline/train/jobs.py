@@ -11,7 +11,7 @@
         .spec(metric, mode, ...)            the run's identity (RunSpec): config + the profile's speed options that
                                             change numbers + digests of its data and code
         .start(spec)                        a Run for the spec with the profile's speed options (refuses to overwrite
-                                            another config's results)
+                                            another config's results), logging live to MLflow if on (pipeline/live.py)
 
 A job reads only what its command line names: a dataset, subset or tuning file it was not given is a one-line
 error naming the missing argument, so the Snakefile and dvc.yaml show the real data flow.
@@ -132,6 +132,17 @@ class Job:
                               on_device=self.params.speed.data_on_device)
 
     def start(self, spec: RunSpec, run_dir: Path | None = None) -> Run:
-        """A Run for `spec` with the global RNG seeded (checkpoints under <checkpoint_root>/<exp>/<variant>/seed<k>)."""
-        return start_run(spec, self.run_dir if run_dir is None else run_dir, self.checkpoint_root, self.device,
-                         speed=self.params.speed)
+        """A Run for `spec` with the global RNG seeded (checkpoints under <checkpoint_root>/<exp>/<variant>/seed<k>).
+        The job's own run (no `run_dir`; not a tuning candidate's) logs its epochs live to MLflow where
+        pipeline.live says so, under the run key the track stage syncs it as."""
+        run = start_run(spec, self.run_dir if run_dir is None else run_dir, self.checkpoint_root, self.device,
+                        speed=self.params.speed)
+        if run_dir is None:
+            from .. import tracking
+            from ..live import LiveLog
+
+            uri, name = tracking.tracking_uri(self.params), f"{self.params.tracking.experiment_prefix}{spec.experiment}"
+            key = f"{spec.profile}/{spec.experiment}/{self.run_dir.parent.name}/{self.run_dir.name}"
+            run.live = LiveLog.for_run(uri, lambda client: tracking.experiment_id(client, uri, name), key,
+                                       f"{spec.variant}/seed{spec.seed} [{spec.profile}]", say=run.log)
+        return run
