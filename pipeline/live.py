@@ -19,6 +19,7 @@ timeout x 3 tries at most, HTTP_DEFAULTS). MLflow is imported only when it is on
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from typing import Callable
 
@@ -50,16 +51,18 @@ def _number(value) -> float | None:
 class LiveLog:
     """One training run's live MLflow run (see the module docstring)."""
 
-    def __init__(self, uri: str, experiment: Callable, run_key: str, name: str, say=print):
+    def __init__(self, uri: str, experiment: Callable, run_key: str, name: str, say=print, lock=None):
         self.uri, self.experiment, self.run_key, self.name, self.say = uri, experiment, run_key, name, say
+        self.lock = lock if lock is not None else contextlib.nullcontext()  # a sqlite store: the sync's file lock
         self.client = self.run_id = None
         self.sent = 0  # history rows logged so far
         self.off = False
         atexit.register(self._at_exit)
 
     @classmethod
-    def for_run(cls, uri: str, experiment: Callable, run_key: str, name: str, say=print) -> "LiveLog | None":
-        return cls(uri, experiment, run_key, name, say) if enabled(uri) else None
+    def for_run(cls, uri: str, experiment: Callable, run_key: str, name: str, say=print,
+                lock=None) -> "LiveLog | None":
+        return cls(uri, experiment, run_key, name, say, lock) if enabled(uri) else None
 
     def log(self, history: list[dict]) -> None:
         """Send the rows of `history` not sent yet (all of them at the first call: a resumed run's earlier epochs)."""
@@ -102,7 +105,8 @@ class LiveLog:
 
     def _guard(self, action, *args) -> None:
         try:
-            action(*args)
+            with self.lock:  # sqlite takes one writer at a time: jobs (and a sync) never race on the file
+                action(*args)
         except Exception as err:  # the store is down or refuses: training goes on, the sync logs the run later
             self.off = True
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
@@ -114,7 +118,8 @@ class LiveLog:
         replaced the run already)."""
         if not self.off and self.run_id is not None:
             try:
-                self.client.set_terminated(self.run_id, "KILLED")
+                with self.lock:
+                    self.client.set_terminated(self.run_id, "KILLED")
             except Exception:  # noqa: BLE001  (at exit there is no one left to tell)
                 pass
 

@@ -63,7 +63,7 @@ def tracking_uri(params: Params | None = None) -> str:
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def _lock_for(uri: str) -> FileLock:
+def store_lock(uri: str) -> FileLock:
     if uri.startswith("sqlite:///"):
         return FileLock(uri[len("sqlite:///"):] + ".lock")
     digest = hashlib.sha256(uri.encode()).hexdigest()[:12]
@@ -305,7 +305,7 @@ def sync_runs(uri: str, experiment_name: str, runs: list[tuple[str, Path]]) -> d
     from mlflow.tracking import MlflowClient
 
     rows = []
-    with _lock_for(uri):
+    with store_lock(uri):
         client = MlflowClient(uri)
         experiment = experiment_id(client, uri, experiment_name)
         for run_key, run_dir in runs:

@@ -130,3 +130,31 @@ def test_a_process_that_dies_marks_its_live_run_killed(tmp_path, root):
     assert done.returncode == 1 and "died mid-run" in done.stderr
     (only,) = live_runs(uri)
     assert only.info.status == "KILLED" and curve(uri, only.info.run_id, "train_loss") == [(1, 2.0, 1700000000000)]
+
+
+WRITER = """
+import sys
+from pipeline import live, tracking
+uri, seed = sys.argv[1], int(sys.argv[2])
+log = live.LiveLog(uri, lambda c: tracking.experiment_id(c, uri, "growth"), f"smoke/growth/v/seed{seed}", "v",
+                   lock=tracking.store_lock(uri))
+history = []
+for epoch in range(1, 21):
+    history.append({"epoch": epoch, "train_loss": 1.0 / epoch, "time": 1700000000.0 + epoch})
+    log.log(history)
+log.close("FINISHED")
+"""
+
+
+@pytest.mark.slow  # four processes that each import MLflow
+def test_jobs_logging_live_to_one_sqlite_file_lose_nothing(tmp_path, root):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, uri, str(k)], cwd=root, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for k in range(4)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4 and not any("warning" in o for o in outs), outs
+    runs = live_runs(uri)
+    assert sorted(r.data.tags[live.LIVE_TAG] for r in runs) == [f"smoke/growth/v/seed{k}" for k in range(4)]
+    for r in runs:
+        assert r.info.status == "FINISHED" and [s for s, _, _ in curve(uri, r.info.run_id, "train_loss")] == \
+            list(range(1, 21))

@@ -144,5 +144,6 @@ class Job:
             uri, name = tracking.tracking_uri(self.params), f"{self.params.tracking.experiment_prefix}{spec.experiment}"
             key = f"{spec.profile}/{spec.experiment}/{self.run_dir.parent.name}/{self.run_dir.name}"
             run.live = LiveLog.for_run(uri, lambda client: tracking.experiment_id(client, uri, name), key,
-                                       f"{spec.variant}/seed{spec.seed} [{spec.profile}]", say=run.log)
+                                       f"{spec.variant}/seed{spec.seed} [{spec.profile}]", say=run.log,
+                                       lock=tracking.store_lock(uri) if uri.startswith("sqlite:") else None)
         return run
