@@ -321,6 +321,7 @@ def test_mup_gives_every_growing_layer_the_learning_rate_c0_over_c(mup_params, p
     assert "stem.weight" not in fixed.multipliers and fixed.multipliers["stages.0.0.conv1.weight"] == 0.25
     assert fixed.multipliers["stages.2.2.conv2.weight"] == 0.25 and fixed.multipliers["head.weight"] == 0.25
     assert growing(params.settings("growth", "fixed_full-cifar10")).multipliers == {}  # kaiming: one lr
+    assert growing(mup_params.settings("growth", "grow_vt_lr-cifar10")).multipliers == {}  # stage 0 = kaiming
     method = grown(mup_params.settings("growth", "grow_vt_lr-cifar10"), stage=2)
     widths = dict(zip(("stage0", "stage1", "stage2"), method.model.widths))
     name = "stages.1.1.conv1.weight"  # reads stage 1's stream: C_0 = 4

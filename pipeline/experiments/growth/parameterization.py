@@ -28,11 +28,13 @@ from torch import nn
 
 def mup_lr_factors(model: nn.Module, base_widths: tuple[int, ...]) -> dict[str, float]:
     """C_0 / C for the weight of every layer whose fan-in is a width group (model.growth_layers()); C the group's
-    channels in `model`, C_0 at `base_widths`. Layers with a fixed fan-in (the stem reads the 3 image channels),
-    biases and BatchNorm are left out (factor 1)."""
+    channels in `model`, C_0 at `base_widths`. Factors of 1 are left out: layers with a fixed fan-in (the stem
+    reads the 3 image channels), biases, BatchNorm, and every layer at the base widths (so a stage-0 network steps
+    exactly as the kaiming one)."""
     groups, widths = model.width_groups(), tuple(model.widths)
-    return {f"{layer}.weight": base_widths[groups[g_in]] / widths[groups[g_in]]
-            for layer, _norm, g_in, _g_out in model.growth_layers() if g_in in groups}
+    factors = {f"{layer}.weight": base_widths[groups[g_in]] / widths[groups[g_in]]
+               for layer, _norm, g_in, _g_out in model.growth_layers() if g_in in groups}
+    return {name: f for name, f in factors.items() if f != 1.0}
 
 
 @torch.no_grad()
@@ -42,6 +44,5 @@ def to_mup(model: nn.Module, base_widths: tuple[int, ...]) -> nn.Module:
     = c / sqrt(C) x sqrt(C_0 / C) (the head's PyTorch std likewise); at the base widths nothing changes."""
     weights = dict(model.named_parameters())
     for name, factor in mup_lr_factors(model, base_widths).items():
-        if factor != 1.0:
-            weights[name].mul_(factor ** 0.5)
+        weights[name].mul_(factor ** 0.5)
     return model
