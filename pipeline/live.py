@@ -51,8 +51,10 @@ def _number(value) -> float | None:
 class LiveLog:
     """One training run's live MLflow run (see the module docstring)."""
 
-    def __init__(self, uri: str, experiment: Callable, run_key: str, name: str, say=print, lock=None):
+    def __init__(self, uri: str, experiment: Callable, run_key: str, name: str, say=print, lock=None,
+                 params: dict[str, str] | None = None):
         self.uri, self.experiment, self.run_key, self.name, self.say = uri, experiment, run_key, name, say
+        self.params = params or {}  # the run's settings, as the sync logs them (filter the live runs by lr, ...)
         self.lock = lock if lock is not None else contextlib.nullcontext()  # a sqlite store: the sync's file lock
         self.client = self.run_id = None
         self.sent = 0  # history rows logged so far
@@ -60,9 +62,9 @@ class LiveLog:
         atexit.register(self._at_exit)
 
     @classmethod
-    def for_run(cls, uri: str, experiment: Callable, run_key: str, name: str, say=print,
-                lock=None) -> "LiveLog | None":
-        return cls(uri, experiment, run_key, name, say, lock) if enabled(uri) else None
+    def for_run(cls, uri: str, experiment: Callable, run_key: str, name: str, say=print, lock=None,
+                params: dict[str, str] | None = None) -> "LiveLog | None":
+        return cls(uri, experiment, run_key, name, say, lock, params) if enabled(uri) else None
 
     def log(self, history: list[dict]) -> None:
         """Send the rows of `history` not sent yet (all of them at the first call: a resumed run's earlier epochs)."""
@@ -102,6 +104,11 @@ class LiveLog:
         tags = {LIVE_TAG: self.run_key, "variant": variant, "seed": seed.removeprefix("seed"), "profile": profile,
                 "mlflow.runName": f"{self.name} (live)"}
         self.run_id = self.client.create_run(experiment, tags=tags).info.run_id
+        from mlflow.entities import Param
+
+        settings = [Param(k, v) for k, v in sorted(self.params.items())]
+        for i in range(0, len(settings), 100):  # MLflow accepts at most 100 params per batch
+            self.client.log_batch(self.run_id, params=settings[i:i + 100])
 
     def _guard(self, action, *args) -> None:
         try:

@@ -5,6 +5,7 @@ tests/test_tracking_server.py)."""
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -72,6 +73,8 @@ def test_every_epoch_reaches_the_store_while_the_run_trains(params, tmp_path, st
     assert seen == [("RUNNING", [1]), ("RUNNING", [1, 2]), ("RUNNING", [1, 2, 3]), ("RUNNING", [1, 2, 3, 4])]
     (only,) = live_runs(store)
     assert only.info.status == "FINISHED" and only.data.tags[live.LIVE_TAG] == f"smoke/growth/{VARIANT}/seed0"
+    recorded = json.loads((tmp_path / "runs" / VARIANT / "seed0" / "config.json").read_text())["run"]["config"]
+    assert only.data.params["train.lr"] == str(recorded["train"]["lr"]) and only.data.params["method"] == "grow_vt_lr"
     history = rows(tmp_path)
     assert curve(store, only.info.run_id, "test_acc") == [
         (int(r["epoch"]), pytest.approx(float(r["test_acc"])), round(float(r["time"]) * 1000)) for r in history]

@@ -145,5 +145,7 @@ class Job:
             key = f"{spec.profile}/{spec.experiment}/{self.run_dir.parent.name}/{self.run_dir.name}"
             run.live = LiveLog.for_run(uri, lambda client: tracking.experiment_id(client, uri, name), key,
                                        f"{spec.variant}/seed{spec.seed} [{spec.profile}]", say=run.log,
-                                       lock=tracking.store_lock(uri) if uri.startswith("sqlite:") else None)
+                                       lock=tracking.store_lock(uri) if uri.startswith("sqlite:") else None,
+                                       params={**tracking.flatten(spec.config), "method": str(spec.method),
+                                               "dataset": str(spec.dataset), "subset": str(spec.subset)})
         return run
