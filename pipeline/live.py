@@ -23,8 +23,9 @@ import contextlib
 import os
 from typing import Callable
 
+from .mlflow_rows import ms, row_metrics, search_all
+
 LIVE_TAG = "harness.live_key"
-NOT_METRICS = ("epoch", "time")  # history columns that are a metric's step and timestamp
 MODES = ("auto", "on", "off")
 # our choice: MLflow's own defaults (120 s timeout, 7 retries with backoff 2) could stall an epoch for minutes
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -39,13 +40,6 @@ def enabled(uri: str) -> bool:
     if mode not in MODES:
         raise PipelineError(f"PIPELINE_LIVE_TRACKING={mode!r}: must be one of {', '.join(MODES)}")
     return mode == "on" or (mode == "auto" and uri.startswith(("http://", "https://")))
-
-
-def _number(value) -> float | None:
-    try:
-        return None if isinstance(value, bool) or value is None or value == "" else float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class LiveLog:
@@ -80,13 +74,9 @@ class LiveLog:
 
     # ---- the store ------------------------------------------------------------------------------------------
     def _send(self, history: list[dict]) -> None:
-        from mlflow.entities import Metric
-
         if self.run_id is None:
             self._open()
-        metrics = [Metric(key, v, int(round(float(row["time"]) * 1000)), int(row["epoch"]))
-                   for row in history[self.sent:] for key, value in row.items()
-                   if key not in NOT_METRICS and (v := _number(value)) is not None]
+        metrics = [m for row in history[self.sent:] for m in row_metrics(row, ms(float(row["time"])))]
         for i in range(0, len(metrics), 1000):  # MLflow accepts at most 1000 metrics per batch
             self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
         self.sent = len(history)
@@ -132,15 +122,11 @@ class LiveLog:
 
 
 def live_runs(client, experiment: str) -> dict[str, list]:
-    """Run key -> the experiment's live runs of that key (all pages)."""
-    out, token = {}, None
-    while True:
-        page = client.search_runs([experiment], filter_string=f"tags.`{LIVE_TAG}` LIKE '%'", max_results=1000,
-                                  page_token=token)
-        for run in page:
-            out.setdefault(run.data.tags[LIVE_TAG], []).append(run)
-        if not (token := page.token):
-            return out
+    """Run key -> the experiment's live runs of that key."""
+    out = {}
+    for run in search_all(client, experiment, f"tags.`{LIVE_TAG}` LIKE '%'"):
+        out.setdefault(run.data.tags[LIVE_TAG], []).append(run)
+    return out
 
 
 def drop_synced(client, experiment: str, ended: dict[str, float]) -> int:

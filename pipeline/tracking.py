@@ -42,6 +42,7 @@ from filelock import FileLock
 from .config import Params
 from .errors import PipelineError, check_writable
 from .live import drop_synced
+from .mlflow_rows import ms, number, row_metrics, search_all
 
 RUN_FILES = ("metrics.json", "history.csv", "config.json")
 SYNC_FORMAT = 2  # bump when what a run looks like in MLflow changes: the next sync then replaces older runs
@@ -51,7 +52,6 @@ KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow 3's exper
 WHO = ("experiment", "variant", "seed", "method", "dataset", "subset", "profile")  # params and tags, not metrics
 SUMMARY = ("best_epoch", "epochs_to_target", "seconds_to_target", "train_seconds", "train_flops",
            "distinct_samples", "epochs")  # metrics.json numbers logged under their own names
-NOT_METRICS = ("epoch", "time")  # history.csv columns that are a metric's step and timestamp
 
 
 class TrackingError(PipelineError, RuntimeError):
@@ -148,14 +148,8 @@ def _store_artifacts(client, uri: str, run, run_dir: Path) -> None:
 
 
 def _search(client, experiment: str, tag: str, value: str) -> list:
-    """Every live run of the experiment whose tag `tag` equals `value` (all pages)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment], filter_string=f"tags.`{tag}` = '{value}'", max_results=1000,
-                                  page_token=token)
-        runs += list(page)
-        if not (token := page.token):
-            return runs
+    """Every active run of the experiment whose tag `tag` equals `value` (all pages)."""
+    return search_all(client, experiment, f"tags.`{tag}` = '{value}'")
 
 
 def ui_link(uri: str, experiment: str) -> str:
@@ -165,37 +159,23 @@ def ui_link(uri: str, experiment: str) -> str:
 
 
 # ---- one run ----------------------------------------------------------------------------------------------------
-def _number(value) -> float | None:
-    try:
-        return None if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _ms(seconds: float) -> int:
-    return int(round(seconds * 1000))  # MLflow's times are integer milliseconds
-
-
 def run_times(run_dir: Path, metrics: dict) -> tuple[float, float]:
     """(start, end) in unix seconds: metrics.json's `started_at` / `ended_at`; for runs written before the engine
     recorded them, metrics.json's mtime as the end and the end minus the training seconds as the start."""
-    end = _number(metrics.get("ended_at")) or (run_dir / "metrics.json").stat().st_mtime
-    start = _number(metrics.get("started_at")) or end - (_number(metrics.get("train_seconds")) or 0.0)
+    end = number(metrics.get("ended_at")) or (run_dir / "metrics.json").stat().st_mtime
+    start = number(metrics.get("started_at")) or end - (number(metrics.get("train_seconds")) or 0.0)
     return start, end
 
 
 def _epoch_metrics(run_dir: Path, start: float, end: float) -> list:
     """A Metric per history.csv cell: step = epoch, timestamp = the epoch's `time` (else, for older runs, the start
     plus the training seconds so far)."""
-    from mlflow.entities import Metric
-
     out = []
     with open(run_dir / "history.csv", newline="") as f:
         for row in csv.DictReader(f):
-            elapsed = _number(row.get("elapsed_seconds"))
-            stamp = _ms(_number(row.get("time")) or (min(start + elapsed, end) if elapsed is not None else end))
-            out += [Metric(key, v, stamp, int(row["epoch"])) for key, value in row.items()
-                    if key not in NOT_METRICS and (v := _number(value)) is not None]
+            elapsed = number(row.get("elapsed_seconds"))
+            out += row_metrics(row, ms(number(row.get("time")) or (min(start + elapsed, end) if elapsed is not None
+                                                                     else end)))
     return out
 
 
@@ -209,13 +189,13 @@ def _final_metrics(m: dict, curves: set[str], step: int, stamp: int) -> list:
     values.update({f"best_{name}": m.get("best"), **{k: m.get(k) for k in SUMMARY}})
     for key, value in (m.get("extra") or {}).items():
         values[f"extra.{key}" if key in values or key in curves else key] = value
-    return [Metric(k, v, stamp, step) for k, value in values.items() if (v := _number(value)) is not None]
+    return [Metric(k, v, stamp, step) for k, value in values.items() if (v := number(value)) is not None]
 
 
 def _params(m: dict, config: dict) -> dict[str, str]:
     params = flatten(config.get("run", {}).get("config", {}))
     params.update(flatten(config.get("environment", {}), "env."))
-    params.update(flatten({k: v for k, v in (m.get("extra") or {}).items() if _number(v) is None}, "extra."))
+    params.update(flatten({k: v for k, v in (m.get("extra") or {}).items() if number(v) is None}, "extra."))
     for key in (*WHO, "metric", "mode"):
         params.setdefault(key, str(m.get(key))[:MAX_PARAM_LENGTH])
     params.setdefault("config_hash", str(config.get("config_hash")))
@@ -232,20 +212,20 @@ def _log_run(client, uri: str, experiment: str, run_dir: Path, run_key: str, dig
             **{k: str(m[k]) for k in WHO}, "diverged": str(m["diverged"]),
             "git_commit": str(config.get("environment", {}).get("git_commit")),
             "mlflow.runName": f"{m['variant']}/seed{m['seed']} [{m['profile']}]"}
-    run = client.create_run(experiment, start_time=_ms(start), tags=tags)
+    run = client.create_run(experiment, start_time=ms(start), tags=tags)
     run_id = run.info.run_id
     params = [Param(k, v) for k, v in sorted(_params(m, config).items())]
     for i in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
         client.log_batch(run_id, params=params[i:i + 100])
     metrics = _epoch_metrics(run_dir, start, end)
-    last = max([x.step for x in metrics] + [int(_number(m.get("epochs")) or 0)])
-    metrics += _final_metrics(m, {x.key for x in metrics}, last, _ms(end))
+    last = max([x.step for x in metrics] + [int(number(m.get("epochs")) or 0)])
+    metrics += _final_metrics(m, {x.key for x in metrics}, last, ms(end))
     for i in range(0, len(metrics), 1000):  # MLflow accepts at most 1000 metrics per batch
         client.log_batch(run_id, metrics=metrics[i:i + 1000])
     _store_artifacts(client, uri, run, run_dir)
     # the hash last: a sync killed before this line leaves a run without it, which the next sync replaces
     client.set_tag(run_id, "harness.content_hash", digest)
-    client.set_terminated(run_id, "FAILED" if m["diverged"] else "FINISHED", end_time=_ms(end))
+    client.set_terminated(run_id, "FAILED" if m["diverged"] else "FINISHED", end_time=ms(end))
     return run_id
 
 

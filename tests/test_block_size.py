@@ -22,7 +22,7 @@ from pipeline.experiments.block_size import train as experiment
 from pipeline.experiments.block_size.schedule import (BlockSchedule, block_size_at, build_schedule, fixed_trace,
                                                       plateau)
 from pipeline.models.lstm_lm import LSTMConfig, LSTMLM
-from pipeline.train import engine, lm
+from pipeline.train import lm
 from pipeline.train.jobs import Inputs, Job
 
 CPU = torch.device("cpu")
@@ -198,21 +198,12 @@ def test_a_job_reads_only_the_data_it_is_given(raw_params, tmp_path):
 
 
 @pytest.mark.parametrize("variant", ["doubling", "doubling_sum"])  # doubling_sum: the checkpoint holds the base lr
-def test_killed_run_resumes_bit_identical(raw_params, tmp_path, monkeypatch, variant):
+def test_killed_run_resumes_bit_identical(raw_params, tmp_path, killed_after, variant):
     p = tiny_params(raw_params, tmp_path)
     reference = train(p, tmp_path, variant, 3, tmp_path / "a", tmp_path / "ckpt_a")
-    real_end_epoch = engine.Run.end_epoch
-
-    def end_epoch_then_die(self, row, objects, done=False):
-        real_end_epoch(self, row, objects, done)
-        if self.epoch == 2:
-            raise KeyboardInterrupt("killed after epoch 2's checkpoint")
-
-    monkeypatch.setattr(engine.Run, "end_epoch", end_epoch_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after(2):
         train(p, tmp_path, variant, 3, tmp_path / "b", tmp_path / "ckpt_b")
     assert not (tmp_path / "b" / "metrics.json").exists()
-    monkeypatch.setattr(engine.Run, "end_epoch", real_end_epoch)
     resumed = train(p, tmp_path, variant, 3, tmp_path / "b", tmp_path / "ckpt_b")
     timing = {"train_seconds", "seconds_to_target", "started_at", "ended_at"}
     assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in reference.items() if k not in timing}

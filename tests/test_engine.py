@@ -79,19 +79,10 @@ def test_image_loop_beats_chance_and_writes_run_files(tmp_path):
     assert config["environment"]["torch"] == torch.__version__ and config["run"]["config"]["epochs"] == 4
 
 
-def test_killed_run_resumes_bit_identical(tmp_path, monkeypatch):
+def test_killed_run_resumes_bit_identical(tmp_path, killed_after):
     reference = train_tiny(tmp_path / "a", epochs=4)
-    real_end_epoch = image.Run.end_epoch
-
-    def end_epoch_then_die(self, row, objects, done=False):
-        real_end_epoch(self, row, objects, done)
-        if self.epoch == 2:
-            raise KeyboardInterrupt("killed after epoch 2's checkpoint")
-
-    monkeypatch.setattr(image.Run, "end_epoch", end_epoch_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after(2):
         train_tiny(tmp_path / "b", epochs=4)
-    monkeypatch.setattr(image.Run, "end_epoch", real_end_epoch)
     resumed = train_tiny(tmp_path / "b", epochs=4)
     timing = {"train_seconds", "seconds_to_target", "started_at", "ended_at"}
     assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in reference.items() if k not in timing}

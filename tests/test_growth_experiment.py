@@ -14,12 +14,11 @@ import torch
 
 from pipeline import config
 from pipeline.data.fetch import DataError
-from pipeline.experiments.growth.parameterization import mup_lr_factors, to_mup
+from pipeline.experiments.growth.parameterization import mup_lr_factors
 from pipeline.experiments.growth import train as growth
 from pipeline.experiments.growth.schedule import GrowthSchedule
 from pipeline.models import build_model
 from pipeline.models.flops import conv_linear_flops, schedule_flops
-from pipeline.train import engine
 from pipeline.train.jobs import Inputs, Job
 
 MODES = ["fixed_full", "fixed_small", "grow_random", "grow_vt", "grow_lr", "grow_vt_lr", "net2net"]
@@ -357,20 +356,12 @@ def test_growing_state_round_trips_at_a_later_stage(params, variant, changes):
 # ---------------------------------------------------------------------------------------------- resume
 @pytest.mark.parametrize("variant,pairing", [("grow_vt_lr-cifar10", "params"), ("net2net-cifar100", "params"),
                                              ("grow_vt_lr-cifar100", "mup_params")])
-def test_killed_run_resumes_bit_identical_across_growths(request, tmp_path, monkeypatch, variant, pairing):
+def test_killed_run_resumes_bit_identical_across_growths(request, tmp_path, killed_after, variant, pairing):
     params = request.getfixturevalue(pairing)
     reference = run(params, tmp_path, variant, name="whole")
-    real_end_epoch = engine.Run.end_epoch
-    for kill_after in (1, 2):  # 1: right before the first growth; 2: right after the first grown epoch's checkpoint
-        def end_epoch_then_die(self, row, objects, done=False):
-            real_end_epoch(self, row, objects, done)
-            if self.epoch == kill_after:
-                raise KeyboardInterrupt(f"killed after epoch {kill_after}'s checkpoint")
-
-        monkeypatch.setattr(engine.Run, "end_epoch", end_epoch_then_die)
-        with pytest.raises(KeyboardInterrupt):
+    for epoch in (1, 2):  # 1: right before the first growth; 2: right after the first grown epoch's checkpoint
+        with killed_after(epoch):
             run(params, tmp_path, variant, name="killed")
-    monkeypatch.setattr(engine.Run, "end_epoch", real_end_epoch)
     resumed = run(params, tmp_path, variant, name="killed")
     assert {k: v for k, v in resumed.items() if k not in TIMING} == {k: v for k, v in reference.items() if k not in TIMING}
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("elapsed_seconds", "time")} for r in rows]

@@ -85,23 +85,15 @@ def test_every_epoch_reaches_the_store_while_the_run_trains(params, tmp_path, st
     assert receipt["live_replaced"] == 0 and len(receipt["runs"]) == 1 and not receipt["runs"][0]["new"]
 
 
-def test_a_resumed_run_replaces_its_live_run_and_numbers_do_not_change(params, tmp_path, store, monkeypatch):
+def test_a_resumed_run_replaces_its_live_run_and_numbers_do_not_change(params, tmp_path, store, monkeypatch,
+                                                                       killed_after):
     monkeypatch.setenv("PIPELINE_LIVE_TRACKING", "off")
     reference = run(params, tmp_path, VARIANT, name="quiet")
     monkeypatch.setenv("PIPELINE_LIVE_TRACKING", "on")
-    real_end_epoch = engine.Run.end_epoch
-
-    def die_after_two(self, row, objects, done=False):
-        real_end_epoch(self, row, objects, done)
-        if self.epoch == 2:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(engine.Run, "end_epoch", die_after_two)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after(2):
         run(params, tmp_path, VARIANT)
     (first,) = live_runs(store)
     assert first.info.status == "RUNNING" and [s for s, _, _ in curve(store, first.info.run_id, "test_acc")] == [1, 2]
-    monkeypatch.setattr(engine.Run, "end_epoch", real_end_epoch)
     resumed = run(params, tmp_path, VARIANT)
     (second,) = live_runs(store)
     assert second.info.run_id != first.info.run_id and second.info.status == "FINISHED"

@@ -184,7 +184,7 @@ def test_bf16_autocast_runs_the_same_loops_close_to_fp32(tmp_path):
     assert bf16.history[-1]["test_ppl"] == pytest.approx(fp32.history[-1]["test_ppl"], rel=0.05)
 
 
-def test_fp16_grad_scaler_is_checkpointed_and_a_killed_run_resumes_identically(tmp_path, monkeypatch):
+def test_fp16_grad_scaler_is_checkpointed_and_a_killed_run_resumes_identically(tmp_path, monkeypatch, killed_after):
     """The scale grows after every good step here (growth_interval 1, not 2000), so it overflows, steps are skipped
     and the scale at a checkpoint matters: a resumed run that restarted the scale would train differently."""
     monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, growth_interval=1))
@@ -196,17 +196,8 @@ def test_fp16_grad_scaler_is_checkpointed_and_a_killed_run_resumes_identically(t
     assert "grad_scaler" not in torch.load(fit_images(tmp_path / "bf16", Speed(autocast="bf16"), 1)[0]
                                            .checkpoint_path, weights_only=True)["objects"]  # no scaler: none saved
 
-    real_end_epoch = image.Run.end_epoch
-
-    def end_epoch_then_die(self, row, objects, done=False):
-        real_end_epoch(self, row, objects, done)
-        if self.epoch == 1:
-            raise KeyboardInterrupt("killed after epoch 1's checkpoint")
-
-    monkeypatch.setattr(image.Run, "end_epoch", end_epoch_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after(1):
         fit_images(tmp_path / "killed", speed, epochs=3)
-    monkeypatch.setattr(image.Run, "end_epoch", real_end_epoch)
     resumed, resumed_model = fit_images(tmp_path / "killed", speed, epochs=3)
     assert history(resumed) == history(whole)
     assert all(torch.equal(a, b) for a, b in zip(weights(resumed_model), weights(whole_model)))
